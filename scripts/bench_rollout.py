@@ -3,15 +3,22 @@
 what the pipelining option buys, and what one trajectory costs in memory. Prints and saves JSON.
 
     python scripts/bench_rollout.py [--suite libero_spatial] [--workers 2] [--envs-per-worker 2]
-        [--episodes 8] [--max-steps 32] [--out bench_rollout.json]
+        [--episodes 8] [--max-steps 32] [--model-cores auto] [--env-cores auto] [--overlap-model small]
+        [--out bench_rollout.json]
 
-Measured in one run on the same cores:
-  bare:      `workers` processes, each looping `adapter.step` on its own envs (no pool, no model),
-             rendering as the pool does, and (for reference) rendering every step
-  rollout:   EnvRollout (tiny OpenVLA-OFT, one process) against an EnvPool of `workers` processes,
-             pipeline_stages=1 and 2
-Efficiency = rollout env steps/s / bare env steps/s. Memory: bytes of the trajectory batch per
-episode, and for the layout of a 512-step LIBERO episode (64 model calls).
+Measured in one run:
+  bare:      `workers` processes on the env cores, each looping `adapter.step` on its own envs (no
+             pool, no model), rendering as the pool does, and (for reference) rendering every step
+  engine:    EnvRollout with the tiny OpenVLA-OFT (forward cost negligible) against an EnvPool of
+             `workers` processes on the env cores: efficiency = its env steps/s / bare env steps/s
+  overlap:   EnvRollout with a larger model of the same architecture (`--overlap-model`, a forward
+             about as costly as an env chunk), pipeline_stages=1 and 2. Model time = the model's
+             time in the unpipelined run (it runs alone then), env time = the same env steps at the
+             bare rate; ratio = wall / max(model time, env time).
+Placement: on a GPU node the model runs on the GPU and the simulators on CPU cores, so the two
+overlap. Here the model process gets `--model-cores` and the env workers `--env-cores` (auto:
+the first core for the model, the rest for the envs; `none` shares every core, as before pinning).
+Memory: bytes of the trajectory batch per episode, and for a 512-step LIBERO episode (64 calls).
 """
 
 from __future__ import annotations
@@ -28,8 +35,37 @@ from pathlib import Path
 import numpy as np
 
 
+OVERLAP_MODELS = {  # tiny_config size knobs; forward seconds for 2 LIBERO rows on one 2026 CPU core
+    "tiny": {},  # 4.4M params, 0.03 s
+    "small": {"vision_width": 256, "vision_depth": 4, "llm_hidden": 512, "llm_layers": 4},  # 55M, 0.57 s
+    "medium": {"vision_width": 384, "vision_depth": 6, "llm_hidden": 768, "llm_layers": 6},  # 120M, 0.95 s
+}
+
+
+def parse_cores(text: str, role: str) -> list[int] | None | str:
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise SystemExit(f"--{role}-cores={text!r}: expected auto, none or a comma-separated core list like 0 or 1,2,3")
+
+
+def placement(model_arg: str, env_arg: str) -> tuple[list[int] | None, list[int] | None]:
+    """(model cores, env cores); auto splits off the first core for the model."""
+    from verl.utils.cpu_affinity import available_cores
+
+    cores = sorted(available_cores())
+    model, env = parse_cores(model_arg, "model"), parse_cores(env_arg, "env")
+    if model == "auto":
+        model = cores[:1] if len(cores) > 1 else None
+    if env == "auto":
+        env = [c for c in cores if c not in (model or [])] if model else None
+    return model, env
+
+
 def _bare_worker(benchmark: str, suite: str, specs: list, max_steps: int, seed: int, render_every_step: bool,
-                 queue) -> None:
+                 env_cores, queue) -> None:
     """Step each env of this process to its budget with random actions; report steps and seconds.
 
     render_every_step=False renders only the observation the policy would act on (the last step
@@ -37,7 +73,9 @@ def _bare_worker(benchmark: str, suite: str, specs: list, max_steps: int, seed: 
     from verl.envs.base import make_adapter
     from verl.envs.config import EnvPoolConfig
     from verl.envs.rendering import apply_gl_backend, select_gl_backend
+    from verl.utils.cpu_affinity import pin_process
 
+    pin_process(env_cores)  # where the pool's workers run
     config = EnvPoolConfig(benchmark=benchmark, max_episode_steps=max_steps)
     if benchmark in ("libero", "robotwin2"):
         apply_gl_backend(select_gl_backend())
@@ -61,11 +99,13 @@ def _bare_worker(benchmark: str, suite: str, specs: list, max_steps: int, seed: 
         adapter.close()
 
 
-def bare_stepping(benchmark: str, specs: list, workers: int, max_steps: int, render_every_step: bool) -> dict:
+def bare_stepping(benchmark: str, specs: list, workers: int, max_steps: int, render_every_step: bool,
+                  env_cores) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     shares = [specs[w::workers] for w in range(workers)]
-    procs = [ctx.Process(target=_bare_worker, args=(benchmark, specs[0].task_suite_name, share, max_steps, w, render_every_step, queue))
+    procs = [ctx.Process(target=_bare_worker, args=(benchmark, specs[0].task_suite_name, share, max_steps, w, render_every_step,
+                                                env_cores, queue))
              for w, share in enumerate(shares)]
     for p in procs:
         p.start()
@@ -78,13 +118,14 @@ def bare_stepping(benchmark: str, specs: list, workers: int, max_steps: int, ren
 
 
 def rollout(benchmark: str, suite: str, specs: list, workers: int, envs_per_worker: int, max_steps: int,
-            stages: int, ckpt: Path) -> tuple[dict, dict]:
+            stages: int, ckpt: Path, model_cores, env_cores) -> tuple[dict, dict]:
     import torch
 
     from verl.envs.env_pool import EnvPool
     from verl.envs.config import EnvPoolConfig
     from verl.models.openvla_oft import OpenVLAProcessor, get_action_norm_stats, load_openvla_checkpoint
     from verl.protocol import DataProto
+    from verl.utils.cpu_affinity import pin_process
     from verl.workers import trajectory as tj
     from verl.workers.policy_inputs import PolicyInputBuilder
     from verl.workers.rollout.env_rollout import EnvRollout, RolloutSettings
@@ -94,7 +135,9 @@ def rollout(benchmark: str, suite: str, specs: list, workers: int, envs_per_work
     unnorm = "reach" if benchmark == "reach" else suite
     stats = get_action_norm_stats(model.config.norm_stats, unnorm)
     pool = EnvPool(EnvPoolConfig(benchmark=benchmark, num_workers=workers, envs_per_worker=envs_per_worker,
-                                 max_episode_steps=max_steps, num_steps_wait=10 if benchmark == "libero" else 0))
+                                 max_episode_steps=max_steps, num_steps_wait=10 if benchmark == "libero" else 0,
+                                 cpu_cores=env_cores))
+    pin_process(model_cores)  # after the pool started: its workers must not inherit the model's cores
     settings = RolloutSettings(benchmark=benchmark, temperature=1.6, action_chunk=8, action_dim=7,
                                max_env_steps=max_steps, pipeline_stages=stages)
     inputs = PolicyInputBuilder(processor.preprocess_images, model.config.pad_token_id, torch.device("cpu"))
@@ -111,7 +154,7 @@ def rollout(benchmark: str, suite: str, specs: list, workers: int, envs_per_work
     wall = time.perf_counter() - start
     pool.close()
     s = engine.stats
-    result = {"pipeline_stages": stages, "env_steps": s.env_steps, "wall_s": wall,
+    result = {"pipeline_stages": stages, "model_params_M": sum(p.numel() for p in model.parameters()) / 1e6, "env_steps": s.env_steps, "wall_s": wall,
               "env_steps_per_s": s.env_steps / wall, "model_s": s.model_s, "env_wait_s": s.env_wait_s,
               "forwards": s.forwards, "forward_rows": s.forward_rows}
     return result, memory_per_trajectory(out)
@@ -133,37 +176,73 @@ def memory_per_trajectory(batch) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="libero_spatial")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--envs-per-worker", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="env worker processes (default: one per env core, or 2 when not pinned)")
+    parser.add_argument("--envs-per-worker", type=int, default=None,
+                        help="env slots per worker (default: 4 slots in all, at least 2 per worker)")
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=32)
+    parser.add_argument("--model-cores", default="auto", help="auto | none | e.g. 0")
+    parser.add_argument("--env-cores", default="auto", help="auto | none | e.g. 1 or 1,2,3")
+    parser.add_argument("--overlap-model", default="small", choices=sorted(OVERLAP_MODELS),
+                        help="model of the overlap runs (same architecture, larger widths)")
     parser.add_argument("--out", type=Path, default=Path("bench_rollout.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
 
+    import torch
+
     from verl.envs.base import EnvSpec
     from verl.envs.suites import benchmark_of
     from verl.models.openvla_oft.tiny import make_tiny_checkpoint
+    from verl.utils.cpu_affinity import available_cores, set_process_affinity
 
+    model_cores, env_cores = placement(args.model_cores, args.env_cores)
+    args.workers = args.workers or (len(env_cores) if env_cores else 2)
+    args.envs_per_worker = args.envs_per_worker or max(2, 4 // args.workers)
+    all_cores, all_threads = sorted(available_cores()), torch.get_num_threads()
     benchmark = benchmark_of(args.suite).value
     specs = [EnvSpec(benchmark, args.suite, task_id=i % 2, trial_id=i) for i in range(args.episodes)]
-    ckpt = make_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny")
+    workdir = Path(tempfile.mkdtemp())
+    tiny = make_tiny_checkpoint(workdir / "tiny")
+    overlap_ckpt = make_tiny_checkpoint(workdir / args.overlap_model, **OVERLAP_MODELS[args.overlap_model])
     results: dict = {"suite": args.suite, "workers": args.workers, "envs_per_worker": args.envs_per_worker,
-                     "episodes": args.episodes, "max_steps": args.max_steps, "cpus": os.cpu_count()}
-    results["bare"] = bare_stepping(benchmark, specs, args.workers, args.max_steps, render_every_step=False)
+                     "episodes": args.episodes, "max_steps": args.max_steps, "cpus": len(all_cores),
+                     "model_cores": model_cores, "env_cores": env_cores, "overlap_model": args.overlap_model}
+    print(f"placement: model on cores {model_cores or 'all'}, env workers on cores {env_cores or 'all'}")
+    results["bare"] = bare_stepping(benchmark, specs, args.workers, args.max_steps, False, env_cores)
     print("bare (same rendering as the pool):", json.dumps(results["bare"]))
-    results["bare_render_every_step"] = bare_stepping(benchmark, specs, args.workers, args.max_steps, True)
+    results["bare_render_every_step"] = bare_stepping(benchmark, specs, args.workers, args.max_steps, True, env_cores)
     print("bare (rendering every step, as the reference):", json.dumps(results["bare_render_every_step"]))
-    for stages in (1, 2):
-        run, memory = rollout(benchmark, args.suite, specs, args.workers, args.envs_per_worker, args.max_steps,
-                              stages, ckpt)
-        run["efficiency_vs_bare"] = run["env_steps_per_s"] / results["bare"]["env_steps_per_s"]
-        run["speedup_vs_reference_style"] = run["env_steps_per_s"] / results["bare_render_every_step"]["env_steps_per_s"]
-        env_s = run["env_steps"] / results["bare"]["env_steps_per_s"]
-        run["wall_over_max_model_env"] = run["wall_s"] / max(run["model_s"], env_s)
-        results[f"rollout_stages{stages}"] = run
-        results["memory"] = memory
-        print(f"rollout stages={stages}:", json.dumps(run))
+    bare_rate = results["bare"]["env_steps_per_s"]
+
+    def run(name: str, ckpt: Path, stages: int) -> dict:
+        try:
+            result, memory = rollout(benchmark, args.suite, specs, args.workers, args.envs_per_worker,
+                                     args.max_steps, stages, ckpt, model_cores, env_cores)
+        finally:  # the next pool's workers start from this process: give it every core back
+            set_process_affinity(all_cores)
+            torch.set_num_threads(all_threads)
+        result["efficiency_vs_bare"] = result["env_steps_per_s"] / bare_rate
+        result["speedup_vs_reference_style"] = (result["env_steps_per_s"]
+                                                / results["bare_render_every_step"]["env_steps_per_s"])
+        results[name], results["memory"] = result, memory
+        print(f"{name}:", json.dumps(result))
+        return result
+
+    run("engine_tiny_model", tiny, 1)
+    unpipelined = run("overlap_stages1", overlap_ckpt, 1)
+    pipelined = run("overlap_stages2", overlap_ckpt, 2)
+    model_s = unpipelined["model_s"]  # the model alone: nothing else runs on its cores in this run
+    env_s = pipelined["env_steps"] / bare_rate  # the same env steps at the bare rate
+    results["overlap"] = {
+        "model_s": model_s, "env_s": env_s,
+        "stages1_wall_over_max_model_env": unpipelined["wall_s"] / max(model_s, env_s),
+        "stages2_wall_over_max_model_env": pipelined["wall_s"] / max(model_s, env_s),
+        "stages2_speedup_over_stages1": unpipelined["wall_s"] / pipelined["wall_s"],
+        "target": 1.15,
+    }
+    print("overlap:", json.dumps(results["overlap"]))
     print("memory:", json.dumps(results["memory"]))
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")

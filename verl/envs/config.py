@@ -39,12 +39,19 @@ class EnvPoolConfig:
     libero_reset_mode: str = "fast"
     reach: ReachConfig = field(default_factory=ReachConfig)
     robotwin2: RoboTwin2Config = field(default_factory=RoboTwin2Config)
+    # CPU cores the env workers may use (None: any). Without a GPU, keeping the simulators and
+    # their software renderers off the policy's cores lets model and env work overlap.
+    cpu_cores: Optional[tuple[int, ...]] = None
     adapter_modules: tuple[str, ...] = ()  # modules a worker imports first (to register adapters)
     worker_log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         self.camera_names = tuple(self.camera_names)
         self.adapter_modules = tuple(self.adapter_modules)
+        if self.cpu_cores is not None:
+            from verl.utils.cpu_affinity import check_cores
+
+            self.cpu_cores = check_cores(self.cpu_cores, "env pool cpu_cores")
         if isinstance(self.reach, Mapping):
             self.reach = ReachConfig(**self.reach)
         if isinstance(self.robotwin2, Mapping):

@@ -26,6 +26,7 @@ import numpy as np
 
 from verl.envs.base import ChunkResult, EnvAdapter, EnvObs, EnvSpec, make_adapter
 from verl.envs.config import EnvPoolConfig
+from verl.utils.cpu_affinity import pin_process
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class EnvWorker:
 
 def worker_main(config: EnvPoolConfig, worker_index: int, env_ids: list[int], conn: Connection, gl_backend: Optional[str]) -> None:
     """Entry point of a worker process: serve requests until "close" or the pipe closes."""
+    pin_process(config.cpu_cores)  # before the simulator and renderer start their threads
     logging.basicConfig(
         level=config.worker_log_level,
         format=f"%(asctime)s %(levelname)s [env worker {worker_index} pid %(process)d] %(name)s: %(message)s",

@@ -46,19 +46,26 @@ def tiny_config(
     use_proprio: bool = False,
     proprio_dim: int = LIBERO_PROPRIO_DIM,
     num_images_in_input: int = 1,
+    vision_width: int = TINY_VISION_WIDTH,
+    vision_depth: int = 2,
+    llm_hidden: int = TINY_LLM_HIDDEN,
+    llm_layers: int = 2,
 ) -> OpenVLAConfig:
-    tower = {"embed_dim": TINY_VISION_WIDTH, "depth": 2, "num_heads": 2}
+    """The tiny layout; the width/depth knobs build larger models of the same architecture (e.g. a
+    model whose forward costs about as much as an env chunk, for the rollout overlap benchmark)."""
+    heads = max(2, vision_width // 64)
+    tower = {"embed_dim": vision_width, "depth": vision_depth, "num_heads": heads}
     return OpenVLAConfig(
         timm_model_overrides=[dict(tower), dict(tower, mlp_ratio=3.7362)],
         text_config={
             "model_type": "llama",
             "vocab_size": PADDED_VOCAB_SIZE,
             "pad_token_id": PAD_TOKEN_ID,
-            "hidden_size": TINY_LLM_HIDDEN,
-            "intermediate_size": 172,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
+            "hidden_size": llm_hidden,
+            "intermediate_size": 172 if llm_hidden == TINY_LLM_HIDDEN else int(llm_hidden * 2.6875),
+            "num_hidden_layers": llm_layers,
+            "num_attention_heads": max(2, llm_hidden // 128),
+            "num_key_value_heads": max(2, llm_hidden // 128),
         },
         parallel_decoding=parallel_decoding,
         action_dim=action_dim,
@@ -168,10 +175,14 @@ def make_tiny_checkpoint(
     num_images_in_input: int = 1,
     seed: int = 0,
     overwrite: bool = False,
+    **size: int,
 ) -> Path:
-    """Write a tiny checkpoint directory (config, safetensors + index, statistics, tokenizer, processor)."""
+    """Write a tiny checkpoint directory (config, safetensors + index, statistics, tokenizer, processor).
+
+    `size`: the width/depth knobs of `tiny_config` (vision_width, vision_depth, llm_hidden, llm_layers)."""
     model = build_tiny_model(
         seed,
+        **size,
         parallel_decoding=parallel_decoding,
         action_dim=action_dim,
         action_chunk=action_chunk,

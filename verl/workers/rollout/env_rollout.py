@@ -6,8 +6,8 @@ chunk per call), and the chunks go back to the pool. A finished episode leaves t
 (no forwards for finished envs, unlike the reference), and its slot is reset to the next pending
 episode, so the pool stays full until the queue drains.
 
-With `pipeline_stages=2` the slots are split into two groups on disjoint env workers: while one
-group's chunks execute in the simulator, the other group is in the model.
+With `pipeline_stages=2` the slots are split into two groups (half of every env worker's slots
+each): while one group's chunks execute in the simulators, the other group is in the model.
 """
 
 from __future__ import annotations
@@ -151,67 +151,88 @@ class EnvRollout:
 
     # ----------------------------------------------------------------------------- loop
     def _slot_groups(self) -> list[list[int]]:
-        """All slots, or (pipelining) two groups hosted by disjoint env workers, so that one
-        group's chunks execute while the other group is in the model."""
+        """All slots, or (pipelining) two groups, each holding half of every env worker's slots.
+
+        A worker serves its requests in order, so while one group is in the model every worker
+        still has the other group's chunks (and resets) to execute: env cores never wait for the
+        model as long as a model call takes no longer than a group's chunks.
+        """
         slots = list(range(self.pool.num_envs))
-        num_workers = self.pool.config.num_workers
-        if self.settings.pipeline_stages == 1 or num_workers < 2:
-            if self.settings.pipeline_stages > 1:
-                logger.warning("pipeline_stages=%d needs >= 2 env workers; running unpipelined",
-                               self.settings.pipeline_stages)
+        if self.settings.pipeline_stages == 1:
             return [slots]
-        first_half = set(range(num_workers // 2))
-        return [[s for s in slots if self.pool.worker_of(s) in first_half],
-                [s for s in slots if self.pool.worker_of(s) not in first_half]]
+        by_worker: dict[int, list[int]] = {}
+        for s in slots:
+            by_worker.setdefault(self.pool.worker_of(s), []).append(s)
+        if all(len(own) >= 2 for own in by_worker.values()):
+            halves = [own[: len(own) // 2] for own in by_worker.values()], [own[len(own) // 2:] for own in by_worker.values()]
+            return [sorted(s for own in half for s in own) for half in halves]
+        if len(by_worker) >= 2:  # one slot per worker: split the workers instead
+            workers = sorted(by_worker)
+            first = set(workers[: len(workers) // 2])
+            return [[s for s in slots if self.pool.worker_of(s) in first],
+                    [s for s in slots if self.pool.worker_of(s) not in first]]
+        logger.warning("pipeline_stages=%d needs >= 2 env slots; running unpipelined", self.settings.pipeline_stages)
+        return [slots]
 
     def _run(self, episodes: list[Episode], greedy: bool, generator: torch.Generator) -> None:
+        """Visit the slot groups in turn: collect the group's finished calls, start pending
+        episodes in its free slots, and send one model call's chunks for its live envs.
+
+        Resets are asynchronous like steps, so a group being reset never stalls the model; the
+        control flow depends only on results, never on timing, so rollouts are reproducible.
+        """
         pending = deque(episodes)
         groups = self._slot_groups()
-        occupant: dict[int, Episode] = {}  # slot -> episode waiting for an action
-        in_flight: list[Optional[tuple[Any, list[int]]]] = [None] * len(groups)
+        occupant: dict[int, Episode] = {}  # slot -> live episode (its env has an observation or is stepping)
+        in_flight: list[list[tuple[Any, dict[int, Episode]]]] = [[] for _ in groups]  # (handle, slot -> episode)
         while pending or occupant or any(in_flight):
             for g, slots in enumerate(groups):
-                if in_flight[g] is not None:
-                    handle, stepped = in_flight[g]
-                    in_flight[g] = None
+                for handle, episodes_of in in_flight[g]:
                     t0 = time.perf_counter()
                     results = self.pool.wait(handle)
                     self.stats.env_wait_s += time.perf_counter() - t0
-                    self._absorb_chunks(stepped, results, occupant)
-                self._fill(slots, pending, occupant)
+                    if handle.kind == "reset":
+                        self._absorb_resets(episodes_of, results, occupant)
+                    else:
+                        self._absorb_chunks(list(episodes_of), results, occupant)
+                in_flight[g] = []
                 ready = [s for s in slots if s in occupant]
-                if not ready:
-                    continue
-                chunks = self._act(ready, occupant, greedy, generator)
-                in_flight[g] = (self.pool.step_chunk_async(ready, chunks), ready)
+                if ready:
+                    chunks = self._act(ready, occupant, greedy, generator)
+                    in_flight[g].append((self.pool.step_chunk_async(ready, chunks), {s: occupant[s] for s in ready}))
+                starting = self._start_episodes([s for s in slots if s not in occupant], pending)
+                if starting:
+                    handle = self.pool.reset_async(list(starting), [ep.spec for ep in starting.values()],
+                                                   record_video=[self._record_video] * len(starting))
+                    in_flight[g].append((handle, starting))
 
-    def _fill(self, slots: list[int], pending: deque, occupant: dict[int, Episode]) -> None:
-        """Reset free slots to pending episodes (a faulted reset ends that episode).
+    def _start_episodes(self, free: list[int], pending: deque) -> dict[int, Episode]:
+        """Assign pending episodes to free slots (slot -> episode).
 
         A slot prefers an episode of the task it ran last: switching a LIBERO env to another task
         rebuilds the simulator (seconds), resetting it within a task takes a fraction of that.
         The choice depends only on the queue and the slots, so rollouts stay reproducible.
         """
-        while pending:
-            free = [s for s in slots if s not in occupant]
-            if not free:
-                return
-            take = [self._pop_for_slot(slot, pending) for slot in free[: len(pending)]]
-            t0 = time.perf_counter()
-            results = self.pool.reset(free[: len(take)], [ep.spec for ep in take],
-                                      record_video=[self._record_video] * len(take))
-            self.stats.env_wait_s += time.perf_counter() - t0
-            for slot, ep, res in zip(free, take, results):
-                self._slot_task[slot] = (ep.spec.task_suite_name, ep.spec.task_id)
-                if res.faulted or res.obs is None:
-                    ep.faulted = True
-                    self._last_error = res.error
-                    logger.warning("episode %s faulted at reset: %s", ep.spec, res.error)
-                    continue
-                ep.instruction = res.obs.instruction
-                ep.prompt_ids = self._prompt_ids(ep.instruction)
-                self._observe(ep, res)
-                occupant[slot] = ep
+        starting: dict[int, Episode] = {}
+        for slot in free[: len(pending)]:
+            ep = self._pop_for_slot(slot, pending)
+            self._slot_task[slot] = (ep.spec.task_suite_name, ep.spec.task_id)
+            starting[slot] = ep
+        return starting
+
+    def _absorb_resets(self, starting: dict[int, Episode], results: list[ChunkResult],
+                       occupant: dict[int, Episode]) -> None:
+        """A reset slot becomes live with its first observation; a faulted reset ends that episode."""
+        for (slot, ep), res in zip(starting.items(), results):
+            if res.faulted or res.obs is None:
+                ep.faulted = True
+                self._last_error = res.error
+                logger.warning("episode %s faulted at reset: %s", ep.spec, res.error)
+                continue
+            ep.instruction = res.obs.instruction
+            ep.prompt_ids = self._prompt_ids(ep.instruction)
+            self._observe(ep, res)
+            occupant[slot] = ep
 
     def _pop_for_slot(self, slot: int, pending: deque) -> Episode:
         task = self._slot_task.get(slot)
