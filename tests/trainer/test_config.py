@@ -106,6 +106,7 @@ def make_cfg(tmp_path):
 
 def test_default_reference_config_is_valid(make_cfg):
     validate_config(make_cfg("trainer.device=cpu"))
+    validate_config(make_cfg("trainer.device=cpu", "env.cpu_cores=[0]"))
 
 
 @pytest.mark.parametrize(
@@ -129,6 +130,9 @@ def test_default_reference_config_is_valid(make_cfg):
         (["algorithm.adv_estimator=ppo2"], "algorithm.adv_estimator"),
         (["actor_rollout_ref.rollout.num_images_in_input=2"], "actor_rollout_ref.rollout.num_images_in_input"),
         (["data.n_samples=1"], "data.filter_accuracy"),
+        (["env.cpu_cores=[]"], "env.cpu_cores"),
+        (["env.cpu_cores=[1,-2]"], "env.cpu_cores"),
+        (["env.cpu_cores=one"], "env.cpu_cores"),
     ],
 )
 def test_bad_values_name_the_key(make_cfg, overrides, key):

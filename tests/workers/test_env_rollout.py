@@ -59,3 +59,63 @@ def test_sampled_rollout_is_reproducible_per_seed(parts):
     a, b, c = rollout(parts, 2, False, seed=5), rollout(parts, 2, False, seed=5), rollout(parts, 2, False, seed=6)
     assert torch.equal(a.batch[tj.RESPONSES], b.batch[tj.RESPONSES])
     assert not torch.equal(a.batch[tj.RESPONSES], c.batch[tj.RESPONSES])
+
+
+class RecordingPool:
+    """The real pool, with a log of how many step calls were in flight at each model forward."""
+
+    def __init__(self, pool):
+        self._pool = pool
+        self.steps_in_flight: set[int] = set()
+        self.in_flight_at_forward: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+    def step_chunk_async(self, env_ids, chunks):
+        handle = self._pool.step_chunk_async(env_ids, chunks)
+        self.steps_in_flight.add(id(handle))
+        return handle
+
+    def wait(self, handle, timeout=None):
+        self.steps_in_flight.discard(id(handle))
+        return self._pool.wait(handle, timeout)
+
+
+def test_slot_groups_split_every_workers_slots(parts):
+    model, processor, _ = parts
+    settings = RolloutSettings(benchmark="reach", temperature=1.6, action_chunk=8, action_dim=7, max_env_steps=24,
+                               pipeline_stages=2)
+    layouts = {(1, 4): [[0, 1], [2, 3]], (2, 2): [[0, 1], [2, 3]], (2, 1): [[0], [1]], (1, 1): [[0]]}
+    for (workers, per_worker), groups in layouts.items():
+        with EnvPool(EnvPoolConfig(benchmark="reach", num_workers=workers, envs_per_worker=per_worker)) as pool:
+            inputs = PolicyInputBuilder(processor.preprocess_images, 32000, torch.device("cpu"))
+            engine = EnvRollout(model, processor.prompt_token_ids, inputs, pool, settings, {})
+            assert engine._slot_groups() == groups, (workers, per_worker)
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_pipelined_forwards_overlap_env_steps_on_one_worker(parts, stages):
+    """With 2 stages the model runs while the other group's chunks are in the simulator, even
+    when one env worker hosts every slot; with 1 stage it never does."""
+    model, processor, _ = parts
+    with EnvPool(EnvPoolConfig(benchmark="reach", num_workers=1, envs_per_worker=4, max_episode_steps=24,
+                               num_steps_wait=0)) as real_pool:
+        pool = RecordingPool(real_pool)
+        original = model.sample_action_tokens
+
+        def recording_forward(*args, **kwargs):
+            pool.in_flight_at_forward.append(len(pool.steps_in_flight))
+            return original(*args, **kwargs)
+
+        model.sample_action_tokens = recording_forward
+        try:
+            out = rollout((model, processor, pool), stages, greedy=True)
+        finally:
+            del model.sample_action_tokens
+    assert len(pool.in_flight_at_forward) == out.meta_info["metrics"]["rollout/forwards"]
+    overlapped = sum(n > 0 for n in pool.in_flight_at_forward)
+    if stages == 1:
+        assert overlapped == 0
+    else:  # every forward but the first of each wave of resets overlaps env work
+        assert overlapped >= len(pool.in_flight_at_forward) // 2, pool.in_flight_at_forward

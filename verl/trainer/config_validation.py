@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from verl.trainer.ppo.core_algos import ADVANTAGE_ESTIMATORS, KL_PENALTIES, LossAggMode
 
@@ -228,6 +228,11 @@ def _validate_env(cfg: DictConfig) -> None:
     _number_in(cfg, "env.step_timeout_s", 0.0, float("inf"), low_open=True)
     _number_in(cfg, "env.reset_timeout_s", 0.0, float("inf"), low_open=True)
     _int_at_least(cfg, "env.max_restarts", 0)
+    cores = _get(cfg, "env.cpu_cores")
+    cores = list(cores) if isinstance(cores, (list, tuple, ListConfig)) else cores
+    _require(cores is None or (isinstance(cores, list) and len(cores) > 0
+                               and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cores)),
+             "env.cpu_cores", cores, "null (any core) or a non-empty list of core ids such as [1, 2, 3]")
     _one_of(cfg, "env.start_method", START_METHODS)
     _one_of(cfg, "env.mujoco_gl", MUJOCO_GL)
     _int_at_least(cfg, "env.reach.num_targets", 1)

@@ -214,6 +214,7 @@ class ActorRolloutRefWorker(Worker):
             max_restarts=env.max_restarts, retry_faulted=env.retry_faulted, image_size=env.image_size,
             num_steps_wait=r.num_steps_wait, max_episode_steps=self._max_env_steps(),
             start_method=env.start_method, gl_backend=env.mujoco_gl,
+            cpu_cores=None if env.cpu_cores is None else list(env.cpu_cores),
             reach=OmegaConf.to_container(env.reach),
             video_dir=os.path.join(self.config.trainer.default_local_dir, "videos") if r.save_video else None,
         )
