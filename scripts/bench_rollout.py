@@ -64,9 +64,10 @@ def placement(model_arg: str, env_arg: str) -> tuple[list[int] | None, list[int]
     return model, env
 
 
-def _bare_worker(benchmark: str, suite: str, specs: list, max_steps: int, seed: int, render_every_step: bool,
-                 env_cores, queue) -> None:
-    """Step each env of this process to its budget with random actions; report steps and seconds.
+def _bare_worker(benchmark: str, suite: str, specs: list, slots: int, max_steps: int, seed: int,
+                 render_every_step: bool, env_cores, queue) -> None:
+    """Run this process's episodes one after the other on `slots` envs (episode k on env k % slots,
+    as the pool's slots take turns) with random actions to their budget; report steps and seconds.
 
     render_every_step=False renders only the observation the policy would act on (the last step
     of each chunk of 8), as the pool does; True renders every step, as the reference does."""
@@ -80,11 +81,12 @@ def _bare_worker(benchmark: str, suite: str, specs: list, max_steps: int, seed: 
     if benchmark in ("libero", "robotwin2"):
         apply_gl_backend(select_gl_backend())
     rng = np.random.default_rng(seed)
-    adapters = [make_adapter(benchmark, config) for _ in specs]
+    adapters = [make_adapter(benchmark, config) for _ in specs[:slots]]
     for adapter, spec in zip(adapters, specs):
         adapter.reset(spec)  # cold: builds the simulator (the rollout's warm-up pass does the same)
     steps, start = 0, time.perf_counter()
-    for adapter, spec in zip(adapters, specs):  # envs of one process run one after the other
+    for k, spec in enumerate(specs):
+        adapter = adapters[k % len(adapters)]
         adapter.reset(spec)  # warm reset incl. the no-op wait, as every rollout episode does
         for _ in range(max_steps):
             action = rng.uniform(-1, 1, size=adapter.action_dim)
@@ -99,12 +101,12 @@ def _bare_worker(benchmark: str, suite: str, specs: list, max_steps: int, seed: 
         adapter.close()
 
 
-def bare_stepping(benchmark: str, specs: list, workers: int, max_steps: int, render_every_step: bool,
+def bare_stepping(benchmark: str, specs: list, workers: int, slots: int, max_steps: int, render_every_step: bool,
                   env_cores) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     shares = [specs[w::workers] for w in range(workers)]
-    procs = [ctx.Process(target=_bare_worker, args=(benchmark, specs[0].task_suite_name, share, max_steps, w, render_every_step,
+    procs = [ctx.Process(target=_bare_worker, args=(benchmark, specs[0].task_suite_name, share, slots, max_steps, w, render_every_step,
                                                 env_cores, queue))
              for w, share in enumerate(shares)]
     for p in procs:
@@ -210,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                      "episodes": args.episodes, "max_steps": args.max_steps, "cpus": len(all_cores),
                      "model_cores": model_cores, "env_cores": env_cores, "overlap_model": args.overlap_model}
     print(f"placement: model on cores {model_cores or 'all'}, env workers on cores {env_cores or 'all'}")
-    results["bare"] = bare_stepping(benchmark, specs, args.workers, args.max_steps, False, env_cores)
+    results["bare"] = bare_stepping(benchmark, specs, args.workers, args.envs_per_worker, args.max_steps, False, env_cores)
     print("bare (same rendering as the pool):", json.dumps(results["bare"]))
-    results["bare_render_every_step"] = bare_stepping(benchmark, specs, args.workers, args.max_steps, True, env_cores)
+    results["bare_render_every_step"] = bare_stepping(benchmark, specs, args.workers, args.envs_per_worker, args.max_steps, True, env_cores)
     print("bare (rendering every step, as the reference):", json.dumps(results["bare_render_every_step"]))
     bare_rate = results["bare"]["env_steps_per_s"]
 
