@@ -161,3 +161,19 @@ def test_make_tiny_checkpoint_script(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     model = load_openvla_checkpoint(out)
     assert not model.config.parallel_decoding and model.num_action_tokens == 7
+
+
+def test_larger_tiny_checkpoint_keeps_the_architecture(tmp_path):
+    """The size knobs (used by the rollout overlap benchmark) change widths and depths only."""
+    small = build_tiny_model(0)
+    out = make_tiny_checkpoint(tmp_path / "larger", llm_hidden=256, llm_layers=3, vision_width=128, vision_depth=3)
+    model = load_openvla_checkpoint(out)
+    text = model.config.text_config
+    assert (text.hidden_size, text.num_hidden_layers, text.intermediate_size) == (256, 3, 688)
+    assert all(o["embed_dim"] == 128 and o["depth"] == 3 for o in model.config.timm_model_overrides)
+
+    def layout(m):  # parameter names with layer indices folded: the same module tree
+        return {".".join("N" if p.isdigit() else p for p in name.split(".")) for name, _ in m.named_parameters()}
+
+    assert layout(model) == layout(small)
+    assert sum(p.numel() for p in model.parameters()) > 3 * sum(p.numel() for p in small.parameters())
