@@ -164,8 +164,8 @@ class EnvRollout:
         for s in slots:
             by_worker.setdefault(self.pool.worker_of(s), []).append(s)
         if all(len(own) >= 2 for own in by_worker.values()):
-            halves = [own[: len(own) // 2] for own in by_worker.values()], [own[len(own) // 2:] for own in by_worker.values()]
-            return [sorted(s for own in half for s in own) for half in halves]
+            first = sorted(s for own in by_worker.values() for s in own[: len(own) // 2])
+            return [first, [s for s in slots if s not in first]]
         if len(by_worker) >= 2:  # one slot per worker: split the workers instead
             workers = sorted(by_worker)
             first = set(workers[: len(workers) // 2])
