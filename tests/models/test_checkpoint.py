@@ -169,7 +169,7 @@ def test_larger_tiny_checkpoint_keeps_the_architecture(tmp_path):
     out = make_tiny_checkpoint(tmp_path / "larger", llm_hidden=256, llm_layers=3, vision_width=128, vision_depth=3)
     model = load_openvla_checkpoint(out)
     text = model.config.text_config
-    assert (text.hidden_size, text.num_hidden_layers, text.intermediate_size) == (256, 3, 688)
+    assert (text["hidden_size"], text["num_hidden_layers"], text["intermediate_size"]) == (256, 3, 688)
     assert all(o["embed_dim"] == 128 and o["depth"] == 3 for o in model.config.timm_model_overrides)
 
     def layout(m):  # parameter names with layer indices folded: the same module tree
