@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Metric families whose values depend on wall-clock time or process memory, not on the computation.
 NOT_DETERMINISTIC = ("timing/", "perf/", "rollout/env_steps_per_s", "rollout/model_time_s",
-                     "rollout/env_wait_time_s", "rollout/wall_time_s")
+                     "rollout/env_wait_time_s", "rollout/env_busy_time_s", "rollout/wall_time_s")
 
 
 def reach_overrides(ckpt: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -113,7 +113,9 @@ def test_pipelined_forwards_overlap_env_steps_on_one_worker(parts, stages):
             out = rollout((model, processor, pool), stages, greedy=True)
         finally:
             del model.sample_action_tokens
-    assert len(pool.in_flight_at_forward) == out.meta_info["metrics"]["rollout/forwards"]
+    metrics = out.meta_info["metrics"]
+    assert len(pool.in_flight_at_forward) == metrics["rollout/forwards"]
+    assert 0 < metrics["rollout/env_busy_time_s"] <= metrics["rollout/wall_time_s"]
     overlapped = sum(n > 0 for n in pool.in_flight_at_forward)
     if stages == 1:
         assert overlapped == 0

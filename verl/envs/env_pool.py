@@ -99,6 +99,9 @@ class EnvPool:
         self._running: set[int] = set()
         self._lost: dict[int, str] = {}
         self.counters: dict[str, int] = {"worker_restarts": 0, "faulted_episodes": 0, "env_steps": 0, "resets": 0}
+        # seconds each worker spent serving requests (not waiting for them): with the model's time,
+        # this says whether a rollout is env-bound or model-bound and how well the two overlap
+        self.busy_s: list[float] = [0.0] * config.num_workers
         self._workers = [
             _Worker(index=w, env_ids=list(range(w, self.num_envs, config.num_workers)))
             for w in range(config.num_workers)
@@ -298,7 +301,8 @@ class EnvPool:
         assert worker.conn is not None
         try:
             while worker.conn.poll():
-                request_id, status, payload = worker.conn.recv()
+                request_id, status, payload, busy_s = worker.conn.recv()
+                self.busy_s[worker.index] += busy_s
                 request = worker.pending.pop(request_id, None)
                 if request is None:
                     continue

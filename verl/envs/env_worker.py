@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -192,10 +193,11 @@ def worker_main(config: EnvPoolConfig, worker_index: int, env_ids: list[int], co
         while True:
             try:
                 request_id, command, payload = conn.recv()
+                started = time.perf_counter()
             except (EOFError, OSError):
                 break  # the pool went away
             if command == "close":
-                conn.send((request_id, "ok", []))
+                conn.send((request_id, "ok", [], 0.0))
                 break
             try:
                 if command == "reset":
@@ -204,9 +206,9 @@ def worker_main(config: EnvPoolConfig, worker_index: int, env_ids: list[int], co
                     results = worker.step(payload)
                 else:
                     raise ValueError(f"unknown env worker command {command!r}")
-                conn.send((request_id, "ok", results))
+                conn.send((request_id, "ok", results, time.perf_counter() - started))
             except Exception:
-                conn.send((request_id, "error", traceback.format_exc()))
+                conn.send((request_id, "error", traceback.format_exc(), time.perf_counter() - started))
     finally:
         worker.close()
         conn.close()

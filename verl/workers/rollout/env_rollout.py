@@ -76,6 +76,7 @@ class RolloutStats:
     forward_rows: int = 0  # observations that went through the model (sum over calls)
     model_s: float = 0.0
     env_wait_s: float = 0.0
+    env_busy_s: float = 0.0  # the busiest env worker's time serving this rollout's requests
     wall_s: float = 0.0
     env_steps: int = 0
     faulted: int = 0
@@ -86,6 +87,7 @@ class RolloutStats:
             f"{prefix}/forward_rows": float(self.forward_rows),
             f"{prefix}/model_time_s": self.model_s,
             f"{prefix}/env_wait_time_s": self.env_wait_s,
+            f"{prefix}/env_busy_time_s": self.env_busy_s,
             f"{prefix}/wall_time_s": self.wall_s,
             f"{prefix}/env_steps": float(self.env_steps),
             f"{prefix}/env_steps_per_s": self.env_steps / max(self.wall_s, 1e-9),
@@ -138,8 +140,10 @@ class EnvRollout:
         ]
         self.model.eval()
         self._record_video = greedy  # validation episodes are the ones worth watching
+        busy_before = list(self.pool.busy_s)
         self._run(episodes, greedy, generator)
         self.stats.wall_s = time.perf_counter() - start
+        self.stats.env_busy_s = max(after - before for after, before in zip(self.pool.busy_s, busy_before))
         self.stats.faulted = sum(ep.faulted for ep in episodes)
         if episodes and self.stats.faulted == len(episodes):
             # nothing to learn from and nothing to score: a broken simulator set-up, not bad luck
