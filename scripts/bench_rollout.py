@@ -57,7 +57,7 @@ def parse_cores(text: str, role: str) -> list[int] | None | str:
 
 def placement(model_arg: str, env_arg: str) -> tuple[list[int] | None, list[int] | None]:
     """(model cores, env cores); auto splits off the first core for the model."""
-    from verl.utils.cpu_affinity import available_cores
+    from verl.utils.cpu_affinity import available_cores, check_cores
 
     cores = sorted(available_cores())
     model, env = parse_cores(model_arg, "model"), parse_cores(env_arg, "env")
@@ -65,7 +65,11 @@ def placement(model_arg: str, env_arg: str) -> tuple[list[int] | None, list[int]
         model = cores[:1] if len(cores) > 1 else None
     if env == "auto":
         env = [c for c in cores if c not in (model or [])] if model else None
-    return model, env
+    try:
+        return (None if model is None else list(check_cores(model, "--model-cores")),
+                None if env is None else list(check_cores(env, "--env-cores")))
+    except ValueError as err:
+        raise SystemExit(str(err))
 
 
 def _bare_worker(benchmark: str, suite: str, specs: list, slots: int, max_steps: int, seed: int,
@@ -126,12 +130,12 @@ def bare_stepping(benchmark: str, specs: list, workers: int, slots: int, max_ste
 
 
 def rollout(benchmark: str, suite: str, specs: list, workers: int, envs_per_worker: int, max_steps: int,
-            stages: int, ckpt: Path, model_cores, env_cores) -> tuple[dict, dict]:
+            stages: int, ckpt: Path, model_cores, env_cores, action_stats: dict) -> tuple[dict, dict]:
     import torch
 
     from verl.envs.env_pool import EnvPool
     from verl.envs.config import EnvPoolConfig
-    from verl.models.openvla_oft import OpenVLAProcessor, get_action_norm_stats, load_openvla_checkpoint
+    from verl.models.openvla_oft import OpenVLAProcessor, load_openvla_checkpoint
     from verl.protocol import DataProto
     from verl.utils.cpu_affinity import pin_process
     from verl.workers import trajectory as tj
@@ -140,16 +144,14 @@ def rollout(benchmark: str, suite: str, specs: list, workers: int, envs_per_work
 
     model = load_openvla_checkpoint(ckpt).eval()
     processor = OpenVLAProcessor.from_pretrained(ckpt)
-    unnorm = "reach" if benchmark == "reach" else suite
-    stats = get_action_norm_stats(model.config.norm_stats, unnorm)
     pool = EnvPool(EnvPoolConfig(benchmark=benchmark, num_workers=workers, envs_per_worker=envs_per_worker,
                                  max_episode_steps=max_steps, num_steps_wait=10 if benchmark == "libero" else 0,
                                  cpu_cores=env_cores))
     pin_process(model_cores)  # after the pool started: its workers must not inherit the model's cores
-    settings = RolloutSettings(benchmark=benchmark, temperature=1.6, action_chunk=8, action_dim=7,
+    settings = RolloutSettings(benchmark=benchmark, temperature=1.6, action_chunk=CHUNK, action_dim=7,
                                max_env_steps=max_steps, pipeline_stages=stages)
     inputs = PolicyInputBuilder(processor.preprocess_images, model.config.pad_token_id, torch.device("cpu"))
-    engine = EnvRollout(model, processor.prompt_token_ids, inputs, pool, settings, stats)
+    engine = EnvRollout(model, processor.prompt_token_ids, inputs, pool, settings, action_stats)
     prompts = DataProto.from_dict(non_tensors={
         tj.TASK_SUITE_NAME: np.array([s.task_suite_name for s in specs], dtype=object),
         tj.TASK_ID: np.array([s.task_id for s in specs], dtype=object),
@@ -162,9 +164,10 @@ def rollout(benchmark: str, suite: str, specs: list, workers: int, envs_per_work
     wall = time.perf_counter() - start
     pool.close()
     s = engine.stats
-    result = {"pipeline_stages": stages, "model_params_M": sum(p.numel() for p in model.parameters()) / 1e6, "env_steps": s.env_steps, "wall_s": wall,
-              "env_steps_per_s": s.env_steps / wall, "model_s": s.model_s, "env_wait_s": s.env_wait_s, "env_busy_s": s.env_busy_s,
-              "forwards": s.forwards, "forward_rows": s.forward_rows}
+    result = {"pipeline_stages": stages, "model_params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+              "env_steps": s.env_steps, "wall_s": wall, "env_steps_per_s": s.env_steps / wall, "model_s": s.model_s,
+              "env_wait_s": s.env_wait_s, "env_busy_s": s.env_busy_s, "forwards": s.forwards,
+              "forward_rows": s.forward_rows}
     return result, memory_per_trajectory(out)
 
 
@@ -207,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     from verl.utils.cpu_affinity import available_cores, set_process_affinity
 
     model_cores, env_cores = placement(args.model_cores, args.env_cores)
+    overlap_models = [m for m in args.overlap_models.split(",") if m]
+    unknown = sorted(set(overlap_models) - set(OVERLAP_MODELS))
+    if unknown:
+        raise SystemExit(f"--overlap-models: unknown {unknown}; expected names from {sorted(OVERLAP_MODELS)}")
     args.workers = args.workers or (len(env_cores) if env_cores else 2)
     args.envs_per_worker = args.envs_per_worker or max(2, 4 // args.workers)
     all_cores, all_threads = sorted(available_cores()), torch.get_num_threads()
@@ -215,26 +222,25 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp())
     tiny = make_tiny_checkpoint(workdir / "tiny")
     action_stats = get_action_norm_stats(load_dataset_statistics(tiny), "reach" if benchmark == "reach" else args.suite)
-    overlap_models = [m for m in args.overlap_models.split(",") if m]
-    unknown = sorted(set(overlap_models) - set(OVERLAP_MODELS))
-    if unknown:
-        raise SystemExit(f"--overlap-models: unknown {unknown}; expected names from {sorted(OVERLAP_MODELS)}")
     results: dict = {"suite": args.suite, "workers": args.workers, "envs_per_worker": args.envs_per_worker,
                      "episodes": args.episodes, "max_steps": args.max_steps, "cpus": len(all_cores),
                      "model_cores": model_cores, "env_cores": env_cores}
     print(f"placement: model on cores {model_cores or 'all'}, env workers on cores {env_cores or 'all'}")
-    results["bare"] = bare_stepping(benchmark, specs, args.workers, args.envs_per_worker, args.max_steps, False, env_cores,
-                                    action_stats)
-    print("bare (same rendering as the pool):", json.dumps(results["bare"]))
-    results["bare_render_every_step"] = bare_stepping(benchmark, specs, args.workers, args.envs_per_worker, args.max_steps, True,
-                                                      env_cores, action_stats)
-    print("bare (rendering every step, as the reference):", json.dumps(results["bare_render_every_step"]))
+
+    def bare(name: str, render_every_step: bool, what: str) -> dict:
+        results[name] = bare_stepping(benchmark, specs, args.workers, args.envs_per_worker, args.max_steps,
+                                      render_every_step, env_cores, action_stats)
+        print(f"bare ({what}):", json.dumps(results[name]))
+        return results[name]
+
+    bare("bare", False, "same rendering as the pool")
+    bare("bare_render_every_step", True, "rendering every step, as the reference")
     bare_rate = results["bare"]["env_steps_per_s"]
 
     def run(name: str, ckpt: Path, stages: int) -> dict:
         try:
             result, memory = rollout(benchmark, args.suite, specs, args.workers, args.envs_per_worker,
-                                     args.max_steps, stages, ckpt, model_cores, env_cores)
+                                     args.max_steps, stages, ckpt, model_cores, env_cores, action_stats)
         finally:  # the next pool's workers start from this process: give it every core back
             set_process_affinity(all_cores)
             torch.set_num_threads(all_threads)
@@ -267,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"overlap {name}:", json.dumps(summary))
     # the machine's own drift over the run (shared VMs vary): the same bare loops again
-    results["bare_again_at_end"] = bare_stepping(benchmark, specs, args.workers, args.envs_per_worker, args.max_steps,
-                                                 False, env_cores, action_stats)
-    print("bare again at the end:", json.dumps(results["bare_again_at_end"]))
+    bare("bare_again_at_end", False, "again at the end")
     print("memory:", json.dumps(results["memory"]))
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")

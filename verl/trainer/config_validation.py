@@ -44,6 +44,10 @@ def _require(cond: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # YAML's True is an int to Python
+
+
 def _one_of(cfg: DictConfig, key: str, allowed: Iterable[str]) -> str:
     value = _get(cfg, key)
     allowed = tuple(allowed)
@@ -53,7 +57,7 @@ def _one_of(cfg: DictConfig, key: str, allowed: Iterable[str]) -> str:
 
 def _int_at_least(cfg: DictConfig, key: str, lowest: int) -> int:
     value = _get(cfg, key)
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lowest
+    ok = _is_int(value) and value >= lowest
     _require(ok, key, value, f"an integer >= {lowest}")
     return value
 
@@ -69,7 +73,7 @@ def _number_in(cfg: DictConfig, key: str, low: float, high: float, low_open: boo
 
 def _freq(cfg: DictConfig, key: str) -> None:
     value = _get(cfg, key)
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value == -1 or value > 0)
+    ok = _is_int(value) and (value == -1 or value > 0)
     _require(ok, key, value, "-1 (never) or a positive integer")
 
 
@@ -231,7 +235,7 @@ def _validate_env(cfg: DictConfig) -> None:
     cores = _get(cfg, "env.cpu_cores")
     cores = list(cores) if isinstance(cores, (list, tuple, ListConfig)) else cores
     _require(cores is None or (isinstance(cores, list) and len(cores) > 0
-                               and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cores)),
+                               and all(_is_int(c) and c >= 0 for c in cores)),
              "env.cpu_cores", cores, "null (any core) or a non-empty list of core ids such as [1, 2, 3]")
     _one_of(cfg, "env.start_method", START_METHODS)
     _one_of(cfg, "env.mujoco_gl", MUJOCO_GL)

@@ -10,6 +10,7 @@ way a GPU node does naturally.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Iterable, Optional
 
 # thread-pool sizes read at library start-up: OpenMP (torch, numpy BLAS), MKL, llvmpipe (Mesa)
@@ -61,7 +62,5 @@ def pin_process(cores: Optional[Iterable[int]]) -> None:
     set_process_affinity(cores)
     for var in THREAD_ENV_VARS:
         os.environ.setdefault(var, str(len(cores)))
-    import sys
-
     if "torch" in sys.modules:  # already imported: its pool size is set through the API
         sys.modules["torch"].set_num_threads(len(cores))

@@ -106,12 +106,16 @@ def save_actor_checkpoint(worker: "ActorRolloutRefWorker", directory: str) -> No
     _barrier()
 
 
-def _lora_state(worker: "ActorRolloutRefWorker", path: Path) -> dict[str, torch.Tensor]:
-    """Full peft state for resume: base weights from the original model, factors from the checkpoint."""
+def _module_state(directory: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint directory's weights in fp32, under the model's module key names."""
     from verl.models.openvla_oft.checkpoint import checkpoint_key_to_module_key, read_checkpoint_weights
 
-    base_dir = worker.config.actor_rollout_ref.model.path
-    base = {checkpoint_key_to_module_key(k): v.float() for k, v in read_checkpoint_weights(base_dir).items()}
+    return {checkpoint_key_to_module_key(k): v.float() for k, v in read_checkpoint_weights(directory).items()}
+
+
+def _lora_state(worker: "ActorRolloutRefWorker", path: Path) -> dict[str, torch.Tensor]:
+    """Full peft state for resume: base weights from the original model, factors from the checkpoint."""
+    base = _module_state(worker.config.actor_rollout_ref.model.path)
     factors = torch.load(path / LORA_FILE, map_location="cpu", weights_only=True)
     state = {}
     for key in worker.model.state_dict():
@@ -122,7 +126,6 @@ def _lora_state(worker: "ActorRolloutRefWorker", path: Path) -> dict[str, torch.
 
 def load_actor_checkpoint(worker: "ActorRolloutRefWorker", directory: str) -> None:
     """Restore weights, AdamW shard, LR scheduler and RNG saved by `save_actor_checkpoint`."""
-    from verl.models.openvla_oft.checkpoint import checkpoint_key_to_module_key, read_checkpoint_weights
 
     path = Path(directory)
     shard_file = path / ACTOR_STATE_DIR / f"rank_{worker.rank}.pt"
@@ -130,8 +133,7 @@ def load_actor_checkpoint(worker: "ActorRolloutRefWorker", directory: str) -> No
         raise FileNotFoundError(f"{shard_file} not found: {path} is not a resumable checkpoint for this world size")
     full = {}
     if worker.rank == 0:
-        full = _lora_state(worker, path) if _is_lora(worker) else {
-            checkpoint_key_to_module_key(k): v.float() for k, v in read_checkpoint_weights(path).items()}
+        full = _lora_state(worker, path) if _is_lora(worker) else _module_state(path)
     fsdp_utils.load_full_state_dict(worker.model, full)
     del full
     saved = torch.load(shard_file, map_location="cpu", weights_only=False)

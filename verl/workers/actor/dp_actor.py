@@ -29,7 +29,6 @@ from verl.workers.policy_inputs import PolicyInputBuilder
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class ActorSettings:
     """What the actor needs from the config, resolved per rank by the worker."""

@@ -33,7 +33,6 @@ from verl.workers.rollout.policy_env_io import env_actions, model_images
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class RolloutSettings:
     benchmark: str  # libero | robotwin2 | reach
@@ -168,15 +167,14 @@ class EnvRollout:
         for s in slots:
             by_worker.setdefault(self.pool.worker_of(s), []).append(s)
         if all(len(own) >= 2 for own in by_worker.values()):
-            first = sorted(s for own in by_worker.values() for s in own[: len(own) // 2])
-            return [first, [s for s in slots if s not in first]]
-        if len(by_worker) >= 2:  # one slot per worker: split the workers instead
+            first = {s for own in by_worker.values() for s in own[: len(own) // 2]}
+        elif len(by_worker) >= 2:  # one slot per worker: split the workers instead
             workers = sorted(by_worker)
-            first = set(workers[: len(workers) // 2])
-            return [[s for s in slots if self.pool.worker_of(s) in first],
-                    [s for s in slots if self.pool.worker_of(s) not in first]]
-        logger.warning("pipeline_stages=%d needs >= 2 env slots; running unpipelined", self.settings.pipeline_stages)
-        return [slots]
+            first = {s for w in workers[: len(workers) // 2] for s in by_worker[w]}
+        else:
+            logger.warning("pipeline_stages=%d needs >= 2 env slots; running unpipelined", self.settings.pipeline_stages)
+            return [slots]
+        return [[s for s in slots if s in first], [s for s in slots if s not in first]]
 
     def _run(self, episodes: list[Episode], greedy: bool, generator: torch.Generator) -> None:
         """Visit the slot groups in turn: collect the group's finished calls, start pending
