@@ -155,12 +155,15 @@ def test_oft_proprio_projector_file_is_loaded(tmp_path):
 def test_make_tiny_checkpoint_script(tmp_path):
     out = tmp_path / "script"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_tiny_checkpoint.py"), "--out", str(out), "--openvla", "--seed", "3"],
+        [sys.executable, str(ROOT / "scripts" / "make_tiny_checkpoint.py"), "--out", str(out), "--openvla", "--seed", "3",
+         "--llm-layers", "3", "--vision-depth", "3"],
         capture_output=True, text=True, timeout=240, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     model = load_openvla_checkpoint(out)
     assert not model.config.parallel_decoding and model.num_action_tokens == 7
+    assert model.config.text_config["num_hidden_layers"] == 3
+    assert all(o["depth"] == 3 for o in model.config.timm_model_overrides)
 
 
 def test_larger_tiny_checkpoint_keeps_the_architecture(tmp_path):
