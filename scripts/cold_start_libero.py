@@ -174,7 +174,7 @@ def rl_command(args: argparse.Namespace, run: Path, sft_ckpt: Path) -> list[str]
         f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size={math.gcd(mini, args.n_samples)}", "actor_rollout_ref.actor.traj_mini_batch_size=16",
         f"actor_rollout_ref.actor.optim.lr={args.rl_lr}", f"actor_rollout_ref.actor.optim.lr_warmup_steps={args.rl_warmup_steps}",
-        f"actor_rollout_ref.rollout.temperature={args.rl_temperature}",
+        f"actor_rollout_ref.rollout.temperature={args.rl_temperature}", f"actor_rollout_ref.actor.ppo_epochs={args.rl_ppo_epochs}",
         f"actor_rollout_ref.rollout.max_env_steps={args.max_env_steps}",
         f"env.num_workers={args.env_workers}", f"env.envs_per_worker={args.envs_per_worker}",
         "trainer.device=cpu", "trainer.n_gpus_per_node=1", f"trainer.total_training_steps={args.rl_steps}",
@@ -206,6 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-warmup-steps", type=int, default=2, help="RL steps of linear LR warm-up (Adam's first steps are sign steps)")
     p.add_argument("--rl-mini-batches", type=int, default=4,
                    help="optimizer steps per RL step (PPO mini-batches); with more than one, the clip acts")
+    p.add_argument("--rl-ppo-epochs", type=int, default=1, help="passes over each step's episodes (more policy change per env step)")
     p.add_argument("--rl-temperature", type=float, default=1.0, help="1.6 is the reference's for a 7B policy; far too random for a tiny one")
     p.add_argument("--prompts-per-step", type=int, default=6)
     p.add_argument("--max-sample-rounds", type=int, default=1, help="rollout rounds per step to fill the batch with mixed groups")

@@ -24,8 +24,13 @@ import numpy as np
 import torch
 
 
-def demonstrations(num_targets: int, trials: int, speed: float):
-    """(instructions, images uint8 [N, 1, 224, 224, 3], labels [N, 8, 7] normalised actions)."""
+def demonstrations(num_targets: int, trials: int, speed: float | list[float]):
+    """(instructions, images uint8 [N, 1, 224, 224, 3], labels [N, 8, 7] normalised actions).
+
+    `speed`: one speed for every target, or one per target (targets of different difficulty)."""
+    speeds = speed if isinstance(speed, list) else [speed] * num_targets
+    if len(speeds) != num_targets:
+        raise SystemExit(f"--speed has {len(speeds)} values for {num_targets} targets: give one, or one per target")
     from verl.envs.base import EnvSpec
     from verl.envs.reach_env import ReachAdapter, ReachConfig
 
@@ -36,7 +41,7 @@ def demonstrations(num_targets: int, trials: int, speed: float):
             obs = adapter.reset(EnvSpec("reach", "reach", task, trial))
             direction = adapter.target_position() - adapter.agent_position
             action = np.zeros(7)
-            action[:2] = speed * direction / np.linalg.norm(direction)
+            action[:2] = speeds[task] * direction / np.linalg.norm(direction)
             instructions.append(obs.instruction)
             images.append(obs.images)
             labels.append(np.tile(action, (8, 1)))  # one chunk of 8 identical actions
@@ -53,7 +58,7 @@ def soft_bin_targets(labels: np.ndarray, sigma_bins: float) -> torch.Tensor:
     return torch.as_tensor(weights / weights.sum(-1, keepdims=True), dtype=torch.float32)
 
 
-def train(out: Path, speed: float, sigma_bins: float, steps: int, num_targets: int, trials: int, seed: int,
+def train(out: Path, speed: float | list[float], sigma_bins: float, steps: int, num_targets: int, trials: int, seed: int,
           batch_size: int = 16, lr: float = 1e-3) -> dict:
     from verl.models.openvla_oft import OpenVLAProcessor, save_openvla_checkpoint
     from verl.models.openvla_oft.tiny import build_tiny_model, build_tiny_tokenizer, tiny_dataset_statistics
@@ -91,7 +96,8 @@ def train(out: Path, speed: float, sigma_bins: float, steps: int, num_targets: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--speed", type=float, default=0.1, help="demonstrated |action| toward the target (of 1)")
+    parser.add_argument("--speed", default="0.1",
+                        help="demonstrated |action| toward the target (of 1); a comma list gives one per target")
     parser.add_argument("--sigma-bins", type=float, default=16.0, help="label spread over the 256 action bins")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--num-targets", type=int, default=4)
@@ -100,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
-    report = train(args.out, args.speed, args.sigma_bins, args.steps, args.num_targets, args.trials, args.seed,
+    speeds = [float(v) for v in args.speed.split(",")]
+    report = train(args.out, speeds[0] if len(speeds) == 1 else speeds, args.sigma_bins, args.steps, args.num_targets, args.trials, args.seed,
                    batch_size=args.batch_size, lr=args.lr)
     print(json.dumps(report, indent=2))
     return 0

@@ -62,3 +62,24 @@ def test_script_requires_its_variables(tmp_path):
     proc = subprocess.run(["bash", str(ROOT / "examples" / "run_openvla_oft_rl_libero.sh")],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode != 0 and "EXPERIMENT_NAME" in proc.stderr
+
+
+def test_vla_rl_ppo_recipe_validates_with_the_papers_settings(tmp_path):
+    ckpt = tmp_path / "openvla"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    overrides = captured_overrides("run_openvla_rl_libero_ppo.sh", tmp_path, {
+        "EXPERIMENT_NAME": "ppo", "SFT_MODEL_PATH": str(ckpt), "CKPT_PATH": str(tmp_path / "ckpt"),
+        "NUM_GPUS": "8", "NUM_NODES": "1"})
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose("ppo_trainer", overrides=overrides)
+    OmegaConf.resolve(cfg)
+    validate_config(cfg)
+    a, c = cfg.actor_rollout_ref, cfg.critic
+    assert (a.model.vla, a.model.action_chunks_len, a.model.lora_rank) == ("openvla", 1, 32)
+    assert (a.rollout.temperature, a.actor.optim.lr, c.optim.lr) == (1.5, 5e-6, 5e-5)
+    assert (cfg.algorithm.adv_estimator, cfg.algorithm.gamma, cfg.algorithm.lam) == ("gae", 0.99, 0.95)
+    assert (a.actor.clip_ratio_low, a.actor.clip_ratio_high, c.cliprange_value, c.warmup_steps) == (0.2, 0.2, 0.2, 5)
+    assert cfg.data.curriculum.enable is True and cfg.data.task_suite_name == "libero_spatial"
+    assert c.model.path == str(ckpt)  # the critic's backbone: the actor's checkpoint
+    assert cfg.trainer.default_local_dir == f"{tmp_path}/ckpt/VLA-RL/ppo"

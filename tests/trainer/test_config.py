@@ -105,6 +105,14 @@ def make_cfg(tmp_path):
 
 def test_default_reference_config_is_valid(make_cfg):
     validate_config(make_cfg("trainer.device=cpu"))
+
+
+def test_ppo_with_critic_and_curriculum_is_valid_and_the_critic_follows_the_actor(make_cfg):
+    cfg = make_cfg("trainer.device=cpu", "algorithm.adv_estimator=gae", "data.curriculum.enable=True",
+                   "critic.warmup_steps=5", "actor_rollout_ref.actor.ppo_mini_batch_size=64")
+    validate_config(cfg)
+    assert cfg.critic.model.path == cfg.actor_rollout_ref.model.path  # the actor's checkpoint by default
+    assert cfg.critic.ppo_mini_batch_size == 64
     validate_config(make_cfg("trainer.device=cpu", "env.cpu_cores=[0]"))
 
 
@@ -125,7 +133,15 @@ def test_default_reference_config_is_valid(make_cfg):
         (["trainer.save_freq=0"], "trainer.save_freq"),
         (["trainer.resume_mode=resume_path"], "trainer.resume_from_path"),
         (["trainer.runtime_env=/nonexistent/align.json"], "trainer.runtime_env"),
-        (["algorithm.adv_estimator=gae"], "algorithm.adv_estimator"),
+        (["algorithm.adv_estimator=gae", "critic.warmup_steps=-1"], "critic.warmup_steps"),
+        (["algorithm.adv_estimator=gae", "critic.cliprange_value=0"], "critic.cliprange_value"),
+        (["algorithm.adv_estimator=gae", "critic.ppo_mini_batch_size=3"], "critic.ppo_mini_batch_size"),
+        (["algorithm.adv_estimator=gae", "critic.model.path=/nonexistent/critic"], "critic.model.path"),
+        (["algorithm.adv_estimator=gae", "trainer.total_training_steps=5", "critic.warmup_steps=5"], "critic.warmup_steps"),
+        (["algorithm.gamma=1.5"], "algorithm.gamma"),
+        (["algorithm.whiten_advantages=maybe"], "algorithm.whiten_advantages"),
+        (["data.curriculum.temperature=0"], "data.curriculum.temperature"),
+        (["data.curriculum.ema=1.0"], "data.curriculum.ema"),
         (["algorithm.adv_estimator=ppo2"], "algorithm.adv_estimator"),
         (["actor_rollout_ref.rollout.num_images_in_input=2"], "actor_rollout_ref.rollout.num_images_in_input"),
         (["data.n_samples=1"], "data.filter_accuracy"),

@@ -1,6 +1,7 @@
 """core_algos against values worked out by hand."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -150,8 +151,8 @@ def test_logprobs_and_entropy_from_logits():
 
 
 def test_unknown_estimator_lists_valid_names():
-    with pytest.raises(ValueError, match="gae.*grpo|grpo.*gae"):
-        ca.get_adv_estimator_fn("reinforce")
+    with pytest.raises(ValueError, match="algorithm.adv_estimator='reinforce'.*gae.*grpo"):
+        ca.get_adv_estimator("reinforce")
 
 
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
@@ -264,3 +265,70 @@ def test_fixed_kl_controller_keeps_its_value_and_adaptive_lowers_it_below_target
     ctl = ca.AdaptiveKLController(0.1, target_kl=1.0, horizon=10)
     ctl.update(current_kl=0.9, n_steps=10)  # error -0.1 -> *0.9
     assert ctl.value == pytest.approx(0.09)
+
+
+# ------------------------------------------------------------------------------ estimators over model calls
+def _gae_inputs():
+    """3 episodes x 4 model calls x 2 tokens per call (reward 5 on success, on the last executed token):
+    0 succeeds at its 3rd call, which executed only 1 of its 2 actions; 1 runs the whole budget and
+    fails; 2 faulted (the trainer zeroes a faulted episode's mask)."""
+    mask = torch.zeros(3, 8)
+    mask[0, :5] = 1  # calls 0, 1 and the first action of call 2
+    mask[1, :] = 1
+    rewards = torch.zeros(3, 8)
+    rewards[0, 4] = 5.0
+    values = torch.tensor([[0.5, 1.0, 2.0, 9.0], [0.2, 0.1, 0.3, 0.4], [7.0, 7.0, 0.0, 0.0]])
+    return ca.AdvantageInputs(rewards, mask, np.array(["a", "b", "c"], dtype=object), tokens_per_step=2, values=values)
+
+
+def test_gae_over_model_calls_by_hand():
+    g, lam = 0.9, 0.8
+    cfg = SimpleNamespace(gamma=g, lam=lam, whiten_advantages=False)
+    out = ca.get_adv_estimator("gae").fn(_gae_inputs(), cfg)
+    # episode 0: success at call 2, terminal (V after the end = 0); the padded call 3's value is ignored
+    a2 = 5.0 - 2.0
+    a1 = (g * 2.0 - 1.0) + g * lam * a2
+    a0 = (g * 1.0 - 0.5) + g * lam * a1
+    # episode 1: cut by the step budget: also terminal, reward 0, no bootstrap
+    b3 = -0.4
+    b2 = (g * 0.4 - 0.3) + g * lam * b3
+    b1 = (g * 0.3 - 0.1) + g * lam * b2
+    b0 = (g * 0.1 - 0.2) + g * lam * b1
+    expected_returns = torch.tensor([[a0 + 0.5, a1 + 1.0, a2 + 2.0, 0.0], [b0 + 0.2, b1 + 0.1, b2 + 0.3, b3 + 0.4],
+                                     [0.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(out.step_returns, expected_returns)
+    # advantages broadcast to each call's VALID tokens: call 2 of episode 0 executed one action only
+    expected_adv = torch.tensor([[a0, a0, a1, a1, a2, 0.0, 0.0, 0.0], [b0, b0, b1, b1, b2, b2, b3, b3], [0.0] * 8])
+    torch.testing.assert_close(out.advantages, expected_adv)
+    assert out.returns[0, :5].tolist() == pytest.approx([a0 + 0.5, a0 + 0.5, a1 + 1.0, a1 + 1.0, a2 + 2.0])
+
+
+def test_gae_whitening_is_over_valid_model_calls():
+    cfg = SimpleNamespace(gamma=0.9, lam=0.8, whiten_advantages=True)
+    inputs = _gae_inputs()
+    raw = ca.get_adv_estimator("gae").fn(inputs, SimpleNamespace(gamma=0.9, lam=0.8, whiten_advantages=False))
+    out = ca.get_adv_estimator("gae").fn(inputs, cfg)
+    calls = torch.cat([raw.advantages[0, [0, 2, 4]], raw.advantages[1, ::2]])  # the 7 valid calls, once each
+    whitened = (calls - calls.mean()) / torch.sqrt(calls.var(unbiased=True) + 1e-8)
+    got = torch.cat([out.advantages[0, [0, 2, 4]], out.advantages[1, ::2]])
+    torch.testing.assert_close(got, whitened)
+    assert (out.advantages[2] == 0).all() and (out.advantages[0, 5:] == 0).all()
+    torch.testing.assert_close(out.step_returns, raw.step_returns)  # returns use the raw advantages
+
+
+def test_grpo_estimator_leaves_faulted_episodes_out_of_the_baseline():
+    mask = torch.ones(3, 4)
+    mask[2] = 0  # faulted
+    rewards = torch.zeros(3, 4)
+    rewards[0, 3] = 1.0
+    inputs = ca.AdvantageInputs(rewards, mask, np.array(["g", "g", "g"], dtype=object), tokens_per_step=2)
+    out = ca.get_adv_estimator("grpo").fn(inputs, SimpleNamespace(norm_adv_by_std_in_grpo=True))
+    s = 1 / math.sqrt(2)  # successes [1, 0]: mean 0.5, unbiased std 1/sqrt(2)
+    assert out.advantages[:, 0].tolist() == pytest.approx([0.5 / s, -0.5 / s, 0.0], rel=1e-5)
+    assert out.step_returns is None
+
+
+def test_estimator_registry():
+    assert ca.get_adv_estimator("gae").needs_critic and not ca.get_adv_estimator("grpo").needs_critic
+    with pytest.raises(ValueError, match="registered twice"):
+        ca.register_adv_est("grpo")(lambda inputs, cfg: None)

@@ -10,6 +10,7 @@ from verl.models.openvla_oft.processor import OpenVLAProcessor
 from verl.models.openvla_oft.tiny import build_tiny_model, build_tiny_tokenizer
 from verl.protocol import DataProto
 from verl.trainer.ppo import core_algos
+from verl.workers import step_batches
 from verl.workers import trajectory as tj
 from verl.workers.actor.dp_actor import ActorSettings, DataParallelPPOActor
 from verl.workers.policy_inputs import PolicyInputBuilder
@@ -229,7 +230,7 @@ def test_mini_batches_follow_the_seeded_shuffle(processor, shuffle):
     assert visited == expected
 
 
-def test_filler_pieces_change_nothing(processor):
+def test_filler_pieces_change_nothing(processor, monkeypatch):
     """Zero-weight replays (run so every rank makes as many forwards as the busiest one) add no
     gradient and no metric: one rank's update with 3 extra fillers equals the one without."""
     batch = short_batch(processor, n=3, finish_steps=(17, 3, 10), seed=2)
@@ -238,7 +239,7 @@ def test_filler_pieces_change_nothing(processor):
         actor = make_actor(processor)
         batch.batch[tj.OLD_LOG_PROBS] = actor.compute_log_prob(batch)[0] - 0.1 * batch.batch[tj.RESPONSE_MASK]
         batch.batch[tj.ADVANTAGES] = torch.tensor([[1.0], [-2.0], [0.5]]) * batch.batch[tj.RESPONSE_MASK]
-        actor._num_pieces_all_ranks = lambda local, extra=extra: local + extra
+        monkeypatch.setattr(step_batches, "pieces_on_all_ranks", lambda local, device, extra=extra: local + extra)
         grads = capture_grads(actor)
         results.append((grads, actor.update_policy(batch)))
     (grads0, metrics0), (grads3, metrics3) = results

@@ -28,6 +28,7 @@ from verl.utils import fsdp_utils
 from verl.workers import trajectory as tj
 from verl.workers.actor.dp_actor import ActorSettings, DataParallelPPOActor
 from verl.workers.policy_inputs import PolicyInputBuilder
+from verl.workers.step_batches import pieces_on_all_ranks
 
 CHUNK, DIM, T = 8, 7, 3
 A = CHUNK * DIM
@@ -147,9 +148,9 @@ def _piece_count_main(rank: int, world_size: int, port: int, out_dir: str) -> No
     result: dict = {}
     try:
         dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timedelta(seconds=GROUP_TIMEOUT_S))
-        actor = DataParallelPPOActor(settings(), model=None, inputs=PolicyInputBuilder(None, 32000, torch.device("cpu")))
-        result = {"busy_rank0": actor._num_pieces_all_ranks([5, 2][rank]),
-                  "idle_rank1": actor._num_pieces_all_ranks([3, 0][rank])}
+        cpu = torch.device("cpu")
+        result = {"busy_rank0": pieces_on_all_ranks([5, 2][rank], cpu),
+                  "idle_rank1": pieces_on_all_ranks([3, 0][rank], cpu)}
     except BaseException:
         result = {"error": traceback.format_exc()}
     finally:

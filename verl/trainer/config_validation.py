@@ -101,6 +101,8 @@ def validate_config(cfg: DictConfig, check_paths: bool = True) -> None:
     _validate_rollout(cfg)
     _validate_env(cfg)
     _validate_algorithm(cfg)
+    _validate_curriculum(cfg)
+    _validate_critic(cfg, check_paths)
     _validate_trainer(cfg, check_paths)
 
 
@@ -281,13 +283,17 @@ def _validate_env(cfg: DictConfig) -> None:
     _number_in(cfg, "env.reach.step_size", 0.0, float("inf"), low_open=True)
 
 
+def needs_critic(cfg: DictConfig) -> bool:
+    """Whether algorithm.adv_estimator builds a critic worker group."""
+    return ADVANTAGE_ESTIMATORS[cfg.algorithm.adv_estimator].needs_critic
+
+
 def _validate_algorithm(cfg: DictConfig) -> None:
-    estimator = _one_of(cfg, "algorithm.adv_estimator", ADVANTAGE_ESTIMATORS)
-    if estimator == "gae":
-        raise ConfigError(
-            "algorithm.adv_estimator='gae' needs a critic, which this version does not build yet; "
-            "expected 'grpo'"
-        )
+    _one_of(cfg, "algorithm.adv_estimator", ADVANTAGE_ESTIMATORS)
+    _number_in(cfg, "algorithm.gamma", 0.0, 1.0)
+    _number_in(cfg, "algorithm.lam", 0.0, 1.0)
+    _require(isinstance(_get(cfg, "algorithm.whiten_advantages"), bool), "algorithm.whiten_advantages",
+             _get(cfg, "algorithm.whiten_advantages"), "True or False")
     _one_of(cfg, "algorithm.kl_penalty", KL_PENALTIES)
     _one_of(cfg, "algorithm.kl_ctrl.type", ("fixed", "adaptive"))
     kl_coef = _get(cfg, "algorithm.kl_ctrl.kl_coef")
@@ -297,6 +303,48 @@ def _validate_algorithm(cfg: DictConfig) -> None:
     _number_in(cfg, "verifier.reward_coef", 0.0, float("inf"), low_open=True)
     if _get(cfg, "reward_model.enable"):
         raise ConfigError("reward_model.enable=True is not supported yet: expected False")
+
+
+def _validate_curriculum(cfg: DictConfig) -> None:
+    c = "data.curriculum"
+    _require(isinstance(_get(cfg, f"{c}.enable"), bool), f"{c}.enable", _get(cfg, f"{c}.enable"), "True or False")
+    _number_in(cfg, f"{c}.temperature", 0.0, float("inf"), low_open=True)
+    ema = _number_in(cfg, f"{c}.ema", 0.0, 1.0)
+    _require(ema < 1.0, f"{c}.ema", ema, "a number in [0, 1) (1 would never update the estimates)")
+
+
+def _validate_critic(cfg: DictConfig, check_paths: bool) -> None:
+    """The critic section, only when the estimator builds a critic (grpo ignores it)."""
+    if not needs_critic(cfg):
+        return
+    c = "critic"
+    path = _get(cfg, f"{c}.model.path")
+    if check_paths:
+        _require(bool(path) and (Path(str(path)) / "config.json").is_file(), f"{c}.model.path", path,
+                 "an OpenVLA(-OFT) checkpoint directory (with config.json) for the critic's backbone")
+    _int_at_least(cfg, f"{c}.model.value_head_hidden", 1)
+    _int_at_least(cfg, f"{c}.model.lora_rank", 0)
+    n_workers = world_size(cfg)
+    mini = _int_at_least(cfg, f"{c}.ppo_mini_batch_size", 1)
+    micro = _int_at_least(cfg, f"{c}.ppo_micro_batch_size", 1)
+    _int_at_least(cfg, f"{c}.traj_mini_batch_size", 1)
+    _int_at_least(cfg, f"{c}.forward_micro_batch_size", 1)
+    _int_at_least(cfg, f"{c}.ppo_epochs", 1)
+    if not cfg.trainer.val_only:
+        _require(mini % n_workers == 0 and mini % micro == 0, f"{c}.ppo_mini_batch_size", mini,
+                 f"a multiple of the number of workers ({n_workers}) and of {c}.ppo_micro_batch_size={micro}")
+        _require(micro % n_workers == 0, f"{c}.ppo_micro_batch_size", micro,
+                 f"a multiple of the number of workers ({n_workers})")
+    _number_in(cfg, f"{c}.cliprange_value", 0.0, float("inf"), low_open=True)
+    _number_in(cfg, f"{c}.grad_clip", 0.0, float("inf"), low_open=True)
+    warmup = _int_at_least(cfg, f"{c}.warmup_steps", 0)
+    steps = cfg.trainer.total_training_steps
+    _require(steps is None or warmup < steps, f"{c}.warmup_steps", warmup,
+             f"fewer than trainer.total_training_steps={steps} (else the actor is never trained)")
+    _number_in(cfg, f"{c}.optim.lr", 0.0, float("inf"), low_open=True)
+    _one_of(cfg, f"{c}.optim.warmup_style", WARMUP_STYLES)
+    _number_in(cfg, f"{c}.optim.lr_warmup_steps_ratio", 0.0, 1.0)
+    _require(isinstance(_get(cfg, f"{c}.colocate"), bool), f"{c}.colocate", _get(cfg, f"{c}.colocate"), "True or False")
 
 
 def _validate_trainer(cfg: DictConfig, check_paths: bool) -> None:

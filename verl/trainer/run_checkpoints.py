@@ -22,13 +22,13 @@ from typing import Any, Callable, Optional
 
 from verl.models.openvla_oft.checkpoint_files import CheckpointFileError, inspect_checkpoint
 from verl.trainer.config_validation import ConfigError
+from verl.workers.checkpoint import ACTOR_STATE_DIR, CRITIC_DIR, CRITIC_STATE_DIR, CRITIC_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "actor"
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 TRAINER_STATE_FILE = "trainer_state.json"
-ACTOR_STATE_DIR = "actor_state"  # verl/workers/checkpoint.py: actor_state/rank_{r}.pt
 _STEP_DIR = re.compile(r"^global_step_(\d+)$")
 FREE_SPACE_MARGIN = 1.2  # ask for this much more room than one checkpoint's estimate
 
@@ -60,10 +60,11 @@ class RunCheckpoints:
     """Where a run's checkpoints live and how they are written, found and pruned."""
 
     def __init__(self, default_local_dir: str, max_to_keep: Optional[int] = None, *,
-                 world_size: Optional[int] = None) -> None:
+                 world_size: Optional[int] = None, critic: bool = False) -> None:
         self.root = Path(default_local_dir) / CHECKPOINT_SUBDIR
         self.max_to_keep = max_to_keep
         self.world_size = world_size  # ranks whose state a save must hold (None: not checked)
+        self.critic = critic  # a save must also hold the critic's weights and per-rank state
 
     def step_dir(self, step: int) -> Path:
         return self.root / f"global_step_{step}"
@@ -115,6 +116,12 @@ class RunCheckpoints:
                        if not (directory / ACTOR_STATE_DIR / f"rank_{r}.pt").is_file()]
             if missing:
                 raise CheckpointWriteError(f"the checkpoint written to {directory} lacks the state of ranks {missing}")
+        if self.critic:
+            wanted = [directory / CRITIC_DIR / CRITIC_WEIGHTS] + [
+                directory / CRITIC_DIR / CRITIC_STATE_DIR / f"rank_{r}.pt" for r in range(self.world_size or 1)]
+            absent = [str(p.relative_to(directory)) for p in wanted if not p.is_file()]
+            if absent:
+                raise CheckpointWriteError(f"the checkpoint written to {directory} lacks the critic's {absent}")
 
     def save(self, step: int, write_workers: Callable[[str], None], trainer_state: dict[str, Any]) -> Path:
         """`write_workers(tmp_dir)` has every rank write its part; then the driver's state, a check

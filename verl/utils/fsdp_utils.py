@@ -119,9 +119,10 @@ def full_state_dict(model: nn.Module, cpu_offload: bool = True) -> dict[str, tor
     return get_model_state_dict(model, options=options)
 
 
-def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load a full state dict held by rank 0 into the sharded model (broadcast to all ranks)."""
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
+    """Load a full state dict held by rank 0 into the sharded model (broadcast to all ranks);
+    `strict=False` loads a subset (a LoRA critic's adapters and head) and leaves the rest."""
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=strict)
     set_model_state_dict(model, state_dict, options=options)
 
 

@@ -6,8 +6,11 @@ driver names; the driver makes it appear atomically by renaming a temporary dire
     dataset_statistics.json, tokenizer / processor files        <- gathered to rank 0, real format
     lora_adapter.pt, lora_config.json                            <- LoRA factors and their settings (only with LoRA)
     actor_state/rank_{r}.pt                                      <- AdamW shard, LR scheduler, RNG
+    critic/model.safetensors, critic/critic_state/rank_{r}.pt    <- only with a critic (adv_estimator=gae)
 With LoRA the safetensors hold the merged weights (what rollout and evaluation use); resume
-rebuilds base + adapter from the original model path and lora_adapter.pt.
+rebuilds base + adapter from the original model path and lora_adapter.pt. The critic's file holds
+its trained tensors: the whole value model, or with LoRA the adapters and the value head (resume
+rebuilds the backbone from critic.model.path).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ACTOR_STATE_DIR = "actor_state"
+CRITIC_DIR = "critic"
+CRITIC_WEIGHTS = "model.safetensors"
+CRITIC_STATE_DIR = "critic_state"
 LORA_FILE = "lora_adapter.pt"
 LORA_CONFIG_FILE = "lora_config.json"  # rank, alpha, targets, base model: what a PEFT export needs
 
@@ -104,22 +110,33 @@ def save_actor_checkpoint(worker: "ActorRolloutRefWorker", directory: str) -> No
 
     all_ranks_succeed("writing the model files", write_model)
     del state
+    _write_rank_state(worker, path / ACTOR_STATE_DIR, rng=rng_state())
+
+
+def _write_rank_state(worker, state_dir: Path, **extra) -> None:
+    """This rank's AdamW shard and LR schedule (and `extra`) as <state_dir>/rank_<r>.pt; every rank calls."""
     optimizer_state = fsdp_utils.sharded_optimizer_state(worker.model, worker.optimizer)
 
-    def write_actor_state() -> None:
-        actor_dir = path / ACTOR_STATE_DIR
-        actor_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "optimizer": optimizer_state,
-                "lr_scheduler": worker.lr_scheduler.state_dict(),
-                "rng": rng_state(),
-                "world_size": worker.world_size,
-            },
-            actor_dir / f"rank_{worker.rank}.pt",
-        )
+    def write() -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"optimizer": optimizer_state, "lr_scheduler": worker.lr_scheduler.state_dict(),
+                    "world_size": worker.world_size, **extra}, state_dir / f"rank_{worker.rank}.pt")
 
-    all_ranks_succeed("writing the optimizer state", write_actor_state)
+    all_ranks_succeed(f"writing the optimizer state to {state_dir}", write)
+
+
+def _read_rank_state(worker, state_dir: Path, checkpoint: Path) -> dict:
+    """What `_write_rank_state` wrote for this rank; one error naming the file if it is missing or torn."""
+    shard_file = state_dir / f"rank_{worker.rank}.pt"
+    if not shard_file.is_file():
+        raise FileNotFoundError(f"{shard_file} not found: {checkpoint} is not a resumable checkpoint for this world size")
+    try:
+        saved = torch.load(shard_file, map_location="cpu", weights_only=False)
+    except Exception as err:  # a torn or overwritten file: name it (torch's own message does not)
+        raise ValueError(f"{shard_file} is unreadable ({type(err).__name__}: {err}): the checkpoint is corrupt") from err
+    if saved["world_size"] != worker.world_size:
+        raise ValueError(f"{checkpoint} was saved by {saved['world_size']} workers; this run has {worker.world_size}")
+    return saved
 
 
 def _module_state(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -144,17 +161,9 @@ def load_actor_checkpoint(worker: "ActorRolloutRefWorker", directory: str) -> No
     """Restore weights, AdamW shard, LR scheduler and RNG saved by `save_actor_checkpoint`."""
 
     path = Path(directory)
-    shard_file = path / ACTOR_STATE_DIR / f"rank_{worker.rank}.pt"
 
     def read_files() -> tuple[dict[str, torch.Tensor], dict]:  # every rank learns if any rank failed
-        if not shard_file.is_file():
-            raise FileNotFoundError(f"{shard_file} not found: {path} is not a resumable checkpoint for this world size")
-        try:
-            saved = torch.load(shard_file, map_location="cpu", weights_only=False)
-        except Exception as err:  # a torn or overwritten file: name it (torch's own message does not)
-            raise ValueError(f"{shard_file} is unreadable ({type(err).__name__}: {err}): the checkpoint is corrupt") from err
-        if saved["world_size"] != worker.world_size:
-            raise ValueError(f"{path} was saved by {saved['world_size']} workers; this run has {worker.world_size}")
+        saved = _read_rank_state(worker, path / ACTOR_STATE_DIR, path)
         if worker.rank != 0:
             return {}, saved
         return (_lora_state(worker, path) if _is_lora(worker) else _module_state(path)), saved
@@ -165,4 +174,51 @@ def load_actor_checkpoint(worker: "ActorRolloutRefWorker", directory: str) -> No
     fsdp_utils.load_sharded_optimizer_state(worker.model, worker.optimizer, saved["optimizer"])
     worker.lr_scheduler.load_state_dict(saved["lr_scheduler"])
     set_rng_state(saved["rng"])
+    _barrier()
+
+
+# ------------------------------------------------------------------------------------------ critic
+def _critic_trained_keys(worker) -> set[str]:
+    """State-dict keys the critic trains: all (full fine-tuning) or adapters + value head (LoRA)."""
+    return {name for name, p in worker.model.named_parameters() if p.requires_grad}
+
+
+def save_critic_checkpoint(worker, directory: str) -> None:
+    """<directory>/critic/: the trained tensors (rank 0) and every rank's AdamW shard; all ranks call."""
+    from safetensors.torch import save_file
+
+    path = Path(directory) / CRITIC_DIR
+    state = fsdp_utils.full_state_dict(worker.model)  # collective: all ranks, rank 0 gets tensors
+    lora = worker.config.critic.model.lora_rank > 0
+
+    def write_model() -> None:
+        if worker.rank != 0:
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        keys = _critic_trained_keys(worker) if lora else set(state)
+        save_file({k: v.contiguous() for k, v in state.items() if k in keys}, str(path / CRITIC_WEIGHTS))
+
+    all_ranks_succeed("writing the critic's weights", write_model)
+    del state
+    _write_rank_state(worker, path / CRITIC_STATE_DIR)
+
+
+def load_critic_checkpoint(worker, directory: str) -> None:
+    """Restore what `save_critic_checkpoint` wrote (the backbone of a LoRA critic stays as loaded
+    from critic.model.path at start-up)."""
+    from verl.models.openvla_oft.checkpoint import _load_safetensors_file
+
+    checkpoint = Path(directory)
+    path = checkpoint / CRITIC_DIR
+    lora = worker.config.critic.model.lora_rank > 0
+
+    def read_files() -> tuple[dict[str, torch.Tensor], dict]:
+        saved = _read_rank_state(worker, path / CRITIC_STATE_DIR, checkpoint)
+        return (_load_safetensors_file(path / CRITIC_WEIGHTS) if worker.rank == 0 else {}), saved
+
+    weights, saved = all_ranks_succeed(f"reading the critic's checkpoint {path}", read_files)
+    fsdp_utils.load_full_state_dict(worker.model, weights, strict=not lora)
+    del weights
+    fsdp_utils.load_sharded_optimizer_state(worker.model, worker.optimizer, saved["optimizer"])
+    worker.lr_scheduler.load_state_dict(saved["lr_scheduler"])
     _barrier()

@@ -97,6 +97,72 @@ def wants_optimizer_offload(fsdp_config: DictConfig, device: torch.device) -> bo
     return bool(fsdp_config.optimizer_offload) and device.type == "cuda" and not fsdp_config.param_offload
 
 
+def param_dtype(cfg: DictConfig, device: torch.device) -> torch.dtype:
+    """actor_rollout_ref.model.dtype (shared by the critic): auto = bf16 on GPU, fp32 on CPU."""
+    dtype = cfg.actor_rollout_ref.model.dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def join_process_group(device: torch.device, seed: int) -> torch.device:
+    """Join this worker group's process group (RANK, MASTER_* from the env); the device to use."""
+    init_process_group_from_env()
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        device = torch.device("cuda", torch.cuda.current_device())
+    torch.manual_seed(seed)
+    return device
+
+
+def load_vla(cfg: DictConfig, path: str, rank: int):
+    """The OpenVLA(-OFT) checkpoint at `path` with the run's shape settings: rank 0 reads the
+    weights, the other ranks build on the meta device (they get rank 0's weights in `shard_model`)."""
+    from verl.models.openvla_oft import load_openvla_checkpoint
+
+    m, r = cfg.actor_rollout_ref.model, cfg.actor_rollout_ref.rollout
+    return load_openvla_checkpoint(
+        path, meta_device=rank != 0, action_dim=m.action_token_len, action_chunk=m.action_chunks_len,
+        parallel_decoding=m.vla == "openvla-oft", use_proprio=r.use_proprio,
+        num_images_in_input=cfg.actor_rollout_ref.actor.num_images_in_input,
+        attn_implementation=None if m.attn_implementation == "auto" else m.attn_implementation,
+    )
+
+
+def shard_model(model: torch.nn.Module, fsdp: DictConfig, device: torch.device, dtype: torch.dtype, rank: int):
+    """FSDP2-shard `model` (rank 0 holds the real weights, the others meta tensors): every rank
+    allocates its shards, then rank 0's full weights and buffers are scattered into them."""
+    full_state = model.state_dict() if rank == 0 else {}
+    buffers = {n: b for n, b in model.named_buffers() if n not in full_state} if rank == 0 else None
+    mesh = fsdp_utils.build_device_mesh(device.type)
+    model = fsdp_utils.apply_fsdp2(model, mesh, param_dtype=dtype, param_offload=bool(fsdp.param_offload),
+                                   reshard_after_forward=bool(fsdp.reshard_after_forward))
+    model.to_empty(device="cpu" if fsdp.param_offload else device)
+    fsdp_utils.load_full_state_dict(model, full_state)
+    fsdp_utils.broadcast_buffers_from_rank0(model, buffers)
+    return model
+
+
+def build_optimizer(model: torch.nn.Module, optim: DictConfig):
+    """AdamW over the trainable parameters and its LR schedule."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=optim.lr,
+                                  betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+    return optimizer, build_lr_scheduler(optimizer, optim, int(optim.total_training_steps))
+
+
+@contextmanager
+def optimizer_state_on(optimizer: torch.optim.Optimizer, device: torch.device, offload: bool) -> Iterator[None]:
+    """With `offload`: the AdamW state on `device` for the body, on the CPU after it (freeing the
+    device memory for the rollout's unsharded weights, or for the colocated worker's)."""
+    if offload:
+        fsdp_utils.move_optimizer_state(optimizer, device)
+    try:
+        yield
+    finally:
+        if offload:
+            fsdp_utils.move_optimizer_state(optimizer, "cpu")
+
+
 class PolicyWorker(Worker):
     """What every policy-training worker holds: the FSDP2-sharded VLA, its AdamW state and LR
     schedule, and the env pool its rollouts run against. RL (`ActorRolloutRefWorker`) and SFT
@@ -116,26 +182,11 @@ class PolicyWorker(Worker):
 
     # ------------------------------------------------------------------------------ set-up
     def _param_dtype(self) -> torch.dtype:
-        dtype = self.config.actor_rollout_ref.model.dtype
-        if dtype == "auto":
-            return torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        return param_dtype(self.config, self.device)
 
     def _load_model(self):
         """Rank 0 reads the weights; the other ranks build on the meta device and get a broadcast."""
-        from verl.models.openvla_oft import load_openvla_checkpoint
-
-        m = self.config.actor_rollout_ref.model
-        r = self.config.actor_rollout_ref.rollout
-        attn = None if m.attn_implementation == "auto" else m.attn_implementation
-        kwargs = dict(
-            action_dim=m.action_token_len, action_chunk=m.action_chunks_len,
-            parallel_decoding=m.vla == "openvla-oft", use_proprio=r.use_proprio,
-            num_images_in_input=self.config.actor_rollout_ref.actor.num_images_in_input,
-            attn_implementation=attn,
-        )
-        model = load_openvla_checkpoint(m.path, meta_device=self.rank != 0, **kwargs)
-        return model
+        return load_vla(self.config, self.config.actor_rollout_ref.model.path, self.rank)
 
     def _init_policy(self, norm_stats: Optional[dict[str, Any]] = None) -> None:
         """Process group, sharded model, processor, action statistics, AdamW and LR schedule.
@@ -145,11 +196,7 @@ class PolicyWorker(Worker):
         from verl.models.openvla_oft import OpenVLAProcessor, apply_lora
 
         cfg = self.config
-        init_process_group_from_env()
-        if self.device.type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-            self.device = torch.device("cuda", torch.cuda.current_device())
-        torch.manual_seed(cfg.trainer.seed)
+        self.device = join_process_group(self.device, cfg.trainer.seed)
         m, actor_cfg = cfg.actor_rollout_ref.model, cfg.actor_rollout_ref.actor
 
         # rank 0 reads the files; a truncated shard must stop every rank, not leave the others
@@ -162,34 +209,13 @@ class PolicyWorker(Worker):
             model = apply_lora(model, rank=m.lora_rank, alpha=m.lora_alpha, target_modules=m.target_modules)
         if m.enable_gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        full_state = model.state_dict() if self.rank == 0 else {}
-        buffers = {n: b for n, b in model.named_buffers() if n not in full_state} if self.rank == 0 else None
-
-        mesh = fsdp_utils.build_device_mesh(self.device.type)
-        fsdp = actor_cfg.fsdp_config
-        self.reshard_after_forward = bool(fsdp.reshard_after_forward)
-        model = fsdp_utils.apply_fsdp2(
-            model, mesh, param_dtype=self._param_dtype(),
-            param_offload=bool(fsdp.param_offload), reshard_after_forward=self.reshard_after_forward,
-        )
-        # every rank allocates its shards, then rank 0's full weights are scattered into them
-        model.to_empty(device="cpu" if fsdp.param_offload else self.device)
-        fsdp_utils.load_full_state_dict(model, full_state)
-        fsdp_utils.broadcast_buffers_from_rank0(model, buffers)
-        del full_state
-        self.model = model
-
+        self.reshard_after_forward = bool(actor_cfg.fsdp_config.reshard_after_forward)
+        self.model = shard_model(model, actor_cfg.fsdp_config, self.device, self._param_dtype(), self.rank)
         self.processor = OpenVLAProcessor.from_pretrained(m.path)
         self._set_statistics(self.model_config.norm_stats or {})
-
-        optim = actor_cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=optim.lr,
-            betas=tuple(optim.betas), weight_decay=optim.weight_decay,
-        )
-        self.lr_scheduler = build_lr_scheduler(self.optimizer, optim, int(optim.total_training_steps))
+        self.optimizer, self.lr_scheduler = build_optimizer(self.model, actor_cfg.optim)
         logger.info("rank %d: model ready on %s (%s params)", self.rank, self.device,
-                    sum(p.numel() for p in model.parameters()))
+                    sum(p.numel() for p in self.model.parameters()))
 
     def _set_statistics(self, norm_stats: dict[str, Any]) -> None:
         """The action (and, with use_proprio, proprio) statistics of rollout.unnorm_key: RoboTwin
@@ -200,17 +226,9 @@ class PolicyWorker(Worker):
         self.action_stats = get_action_norm_stats(norm_stats, r.unnorm_key)
         self.proprio_stats = get_proprio_norm_stats(norm_stats, r.unnorm_key) if r.use_proprio else None
 
-    @contextmanager
-    def _optimizer_state_on_device(self) -> Iterator[None]:
-        """With `offload_optimizer`: the AdamW state on the device for the body, on the CPU after
-        it (freeing the device memory for the rollout's unsharded weights)."""
-        if self.offload_optimizer:
-            fsdp_utils.move_optimizer_state(self.optimizer, self.device)
-        try:
-            yield
-        finally:
-            if self.offload_optimizer:
-                fsdp_utils.move_optimizer_state(self.optimizer, "cpu")
+    def _optimizer_state_on_device(self):
+        """With `offload_optimizer`: the AdamW state on the device for the body, on the CPU after it."""
+        return optimizer_state_on(self.optimizer, self.device, self.offload_optimizer)
 
     def _policy_inputs(self) -> PolicyInputBuilder:
         return PolicyInputBuilder(self.processor.preprocess_images, self.model_config.pad_token_id, self.device)
@@ -331,3 +349,93 @@ class ActorRolloutRefWorker(PolicyWorker):
             metrics = self.actor.update_policy(data, seed=seed)
         metrics.update(memory_metrics(self.device))
         return DataProto(meta_info={"metrics": metrics})
+
+
+class CriticWorker(Worker):
+    """The value model's worker (algorithm.adv_estimator=gae): the FSDP2-sharded
+    `OpenVLAValueModel`, its own AdamW state and LR schedule, its own process group. By default
+    it shares the actor's resource pool (colocated: half of each bundle, the same GPU).
+
+    Config keys read: critic.*, actor_rollout_ref.model.{action_token_len, action_chunks_len,
+    vla, attn_implementation, dtype}, actor_rollout_ref.actor.num_images_in_input,
+    actor_rollout_ref.rollout.use_proprio, trainer.{device, seed}.
+    """
+
+    def __init__(self, config: DictConfig):
+        super().__init__()
+        self.config = config
+        self.device = torch.device(get_device_name() if config.trainer.device != "cpu" else "cpu")
+        self.offload_optimizer = False
+
+    def _load_value_model(self):
+        from verl.models.openvla_oft.value_model import OpenVLAValueModel
+
+        c = self.config.critic
+        return OpenVLAValueModel(load_vla(self.config, c.model.path, self.rank), head_hidden=c.model.value_head_hidden)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def init_model(self) -> None:
+        from verl.models.openvla_oft import OpenVLAProcessor, apply_lora
+        from verl.workers.critic.dp_critic import CriticSettings, DataParallelPPOCritic
+
+        cfg, c = self.config, self.config.critic
+        self.device = join_process_group(self.device, cfg.trainer.seed)
+        model = all_ranks_succeed("loading the critic's checkpoint", self._load_value_model)
+        if c.model.lora_rank > 0:  # adapters on the backbone; the value head trains in full
+            targets = c.model.target_modules
+            if targets == "all-linear":
+                from verl.models.openvla_oft.lora import lora_target_modules
+
+                targets = [n for n in lora_target_modules(model) if not n.startswith("value_head.")]
+            model = apply_lora(model, rank=c.model.lora_rank, alpha=c.model.lora_alpha, target_modules=targets,
+                               modules_to_save=["value_head"])
+        if c.model.enable_gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.model = shard_model(model, c.fsdp_config, self.device, param_dtype(cfg, self.device), self.rank)
+        self.optimizer, self.lr_scheduler = build_optimizer(self.model, c.optim)
+        self.offload_optimizer = wants_optimizer_offload(c.fsdp_config, self.device)
+        processor = OpenVLAProcessor.from_pretrained(c.model.path)
+        pad_token_id = fsdp_utils.fsdp_root(self.model).config.pad_token_id
+        n = self.world_size
+        self.critic = DataParallelPPOCritic(
+            CriticSettings(
+                ppo_mini_batch_size=c.ppo_mini_batch_size // n, ppo_micro_batch_size=max(1, c.ppo_micro_batch_size // n),
+                steps_per_forward=c.traj_mini_batch_size, forward_micro_batch_size=c.forward_micro_batch_size,
+                ppo_epochs=c.ppo_epochs, shuffle=c.shuffle, grad_clip=c.grad_clip, cliprange_value=c.cliprange_value,
+                use_proprio=cfg.actor_rollout_ref.rollout.use_proprio,
+                reshard_after_forward=bool(c.fsdp_config.reshard_after_forward),
+            ),
+            model=self.model, inputs=PolicyInputBuilder(processor.preprocess_images, pad_token_id, self.device),
+            optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
+        )
+        logger.info("rank %d: critic ready on %s (%s params)", self.rank, self.device,
+                    sum(p.numel() for p in self.model.parameters()))
+
+    @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
+    def compute_values(self, data: DataProto) -> DataProto:
+        return DataProto.from_dict(tensors={tj.VALUES: self.critic.compute_values(data)})
+
+    @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
+    def update_critic(self, data: DataProto) -> DataProto:
+        seed = int(data.meta_info.get("seed", 0)) * 1013 + self.rank
+        with optimizer_state_on(self.optimizer, self.device, self.offload_optimizer):
+            metrics = self.critic.update_critic(data, seed=seed)
+        return DataProto(meta_info={"metrics": metrics})
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, directory: str) -> None:
+        from verl.workers.checkpoint import save_critic_checkpoint
+
+        with optimizer_state_on(self.optimizer, self.device, self.offload_optimizer):
+            save_critic_checkpoint(self, directory)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def load_checkpoint(self, directory: str) -> None:
+        from verl.workers.checkpoint import load_critic_checkpoint
+
+        with optimizer_state_on(self.optimizer, self.device, self.offload_optimizer):
+            load_critic_checkpoint(self, directory)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def close_envs(self) -> None:
+        """The critic has no env pool (the worker-group shutdown calls this on every group)."""

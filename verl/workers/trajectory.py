@@ -15,7 +15,8 @@ Tensor fields (leading dim N = episodes):
     num_steps         int64   [N]                         model calls made (valid rows of the T axis)
     complete          bool    [N]                         task success
     faulted           bool    [N]                         the env worker failed during the episode
-Added by the trainer: old_log_probs, entropy, token_level_scores, token_level_rewards, advantages, returns [N, T*A].
+Added by the trainer: old_log_probs, entropy, token_level_scores, token_level_rewards, advantages, returns [N, T*A];
+with a critic also values, step_returns [N, T] (one per model call).
 Non-tensor fields: prompt_ids (object: int64 arrays), instruction, task_suite_name, task_id, trial_id,
 seed (simulator seed of the episode), uid.
 """
@@ -40,6 +41,8 @@ TOKEN_LEVEL_SCORES = "token_level_scores"
 TOKEN_LEVEL_REWARDS = "token_level_rewards"
 ADVANTAGES = "advantages"
 RETURNS = "returns"
+VALUES = "values"  # [N, T] the critic's value of each model call (adv_estimator=gae)
+STEP_RETURNS = "step_returns"  # [N, T] GAE returns per model call: the critic's targets
 
 PROMPT_IDS = "prompt_ids"
 INSTRUCTION = "instruction"
@@ -63,6 +66,12 @@ def response_mask_from_finish_step(
     num_tokens = max_steps * action_chunk * action_dim
     action_index = torch.arange(num_tokens, device=finish_step.device) // action_dim  # [T*A]
     return (action_index.unsqueeze(0) < finish_step.unsqueeze(1)).float()  # [N, T*A]
+
+
+def step_mask(response_mask: torch.Tensor, tokens_per_step: int) -> torch.Tensor:
+    """[N, T*A] token mask -> [N, T] model-call mask: a call counts iff any of its tokens does."""
+    n = response_mask.shape[0]
+    return response_mask.view(n, -1, tokens_per_step).amax(dim=-1)
 
 
 def left_pad(sequences: list[np.ndarray] | list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,8 +21,11 @@ def lora_target_modules(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and not name.endswith("lm_head")]
 
 
-def apply_lora(model: nn.Module, rank: int, alpha: int, target_modules: str | list[str] = "all-linear", init: str = "gaussian"):
-    """Wrap `model` in a peft `PeftModel` with LoRA adapters (dropout 0). Returns the wrapped model."""
+def apply_lora(model: nn.Module, rank: int, alpha: int, target_modules: str | list[str] = "all-linear", init: str = "gaussian",
+               modules_to_save: list[str] | None = None):
+    """Wrap `model` in a peft `PeftModel` with LoRA adapters (dropout 0). Returns the wrapped model.
+
+    `modules_to_save`: modules trained in full beside the adapters (the critic's value head)."""
     from peft import LoraConfig, get_peft_model
 
     if rank <= 0:
@@ -32,7 +35,7 @@ def apply_lora(model: nn.Module, rank: int, alpha: int, target_modules: str | li
     targets = lora_target_modules(model) if target_modules == "all-linear" else list(target_modules)
     config = LoraConfig(
         r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets,
-        init_lora_weights=True if init == "default" else init,
+        init_lora_weights=True if init == "default" else init, modules_to_save=modules_to_save,
     )
     return get_peft_model(model, config)
 

@@ -233,6 +233,21 @@ class OpenVLAForActionPrediction(nn.Module):
         first = prefix_len + prompt_len - 1  # the last prompt token predicts the first action token
         return self._action_bin_logits(hidden[:, first : first + num_actions])  # [B, A, 256]
 
+    def prompt_hidden_state(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        proprio: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """The language model's last hidden state at the last prompt position [B, D], from images +
+        prompt alone (no action part): what a value head reads (see value_model.py). Called from a
+        wrapping module's forward, so FSDP2's hooks on that root have gathered the parameters."""
+        embeds, valid, _ = self._multimodal_inputs(input_ids, attention_mask, pixel_values, proprio, None, 0)
+        position_ids = (valid.cumsum(dim=1) - 1).clamp(min=0)
+        hidden = self._decode(embeds, valid, position_ids, causal=not self.bidirectional).last_hidden_state
+        return hidden[:, -1]  # left-padded: every row's prompt ends in the last column
+
     def action_logits(
         self,
         input_ids: torch.Tensor,

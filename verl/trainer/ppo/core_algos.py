@@ -13,8 +13,9 @@ KL estimators k1/k2/k3 (Schulman, "Approximating KL divergence", 2020).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -75,12 +76,15 @@ def compute_gae_advantage_return(
     response_mask: torch.Tensor,
     gamma: float,
     lam: float,
+    whiten: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation over the valid tokens of each trajectory, [B, L] each.
+    """Generalised advantage estimation along the last axis, [B, L] each (L tokens or model calls).
 
+    delta_t = r_t + gamma V_{t+1} - V_t,  A_t = delta_t + gamma lam A_{t+1},  R_t = A_t + V_t.
+    Past the last valid position V = 0 and A = 0: the trajectory's end is terminal (no bootstrap).
     Masked positions are skipped: the recursion carries the last valid value and advantage
-    across them, so padding between valid tokens does not break bootstrapping. Advantages are
-    whitened over the valid tokens; returns = advantages (before whitening) + values.
+    across them, so padding between valid positions does not break bootstrapping. With `whiten`
+    the advantages are whitened over the valid positions; returns use the raw advantages.
     """
     with torch.no_grad():
         mask = response_mask.float()
@@ -95,23 +99,99 @@ def compute_gae_advantage_return(
             last_gae = gae * m + last_gae * (1 - m)
             advantages_reversed.append(last_gae)
         advantages = torch.stack(advantages_reversed[::-1], dim=1)  # [B, L]
-        returns = advantages + values
-        advantages = masked_whiten(advantages, response_mask) * response_mask
+        returns = (advantages + values) * mask
+        advantages = (masked_whiten(advantages, response_mask) if whiten else advantages) * mask
     return advantages, returns
 
 
-ADVANTAGE_ESTIMATORS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
-    AdvantageEstimator.GRPO.value: compute_grpo_outcome_advantage,
-    AdvantageEstimator.GAE.value: compute_gae_advantage_return,
-}
+# --------------------------------------------------------------------------------------------
+# Advantage estimators: one registry, one call shape, so the trainer has a single path
+# --------------------------------------------------------------------------------------------
 
 
-def get_adv_estimator_fn(name: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+@dataclass
+class AdvantageInputs:
+    """What any estimator may read. N episodes, T model calls, A action tokens per call.
+
+    token_level_rewards, response_mask: [N, T*A] (a faulted episode's mask is all 0: it has no
+    valid token, takes no part in any baseline and gets no advantage); index: [N] group ids;
+    values: [N, T] the critic's value per model call (estimators with needs_critic only).
+    """
+
+    token_level_rewards: torch.Tensor
+    response_mask: torch.Tensor
+    index: np.ndarray
+    tokens_per_step: int
+    values: torch.Tensor | None = None
+
+
+@dataclass
+class AdvantageOutputs:
+    advantages: torch.Tensor  # [N, T*A], 0 on invalid tokens
+    returns: torch.Tensor  # [N, T*A]
+    step_returns: torch.Tensor | None = None  # [N, T] the critic's targets (estimators with needs_critic)
+
+
+@dataclass(frozen=True)
+class AdvantageEstimatorSpec:
+    fn: Callable[[AdvantageInputs, Any], AdvantageOutputs]
+    needs_critic: bool
+
+
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimatorSpec] = {}
+
+
+def register_adv_est(name: str, needs_critic: bool = False):
+    """Decorator: `fn(inputs: AdvantageInputs, algorithm_config) -> AdvantageOutputs` under `name`
+    (the value of algorithm.adv_estimator)."""
+
+    def wrap(fn):
+        if name in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} is registered twice")
+        ADVANTAGE_ESTIMATORS[name] = AdvantageEstimatorSpec(fn, needs_critic)
+        return fn
+
+    return wrap
+
+
+def get_adv_estimator(name: str) -> AdvantageEstimatorSpec:
     if name not in ADVANTAGE_ESTIMATORS:
         raise ValueError(
             f"algorithm.adv_estimator={name!r} is not known; valid: {sorted(ADVANTAGE_ESTIMATORS)}"
         )
     return ADVANTAGE_ESTIMATORS[name]
+
+
+@register_adv_est(AdvantageEstimator.GRPO.value)
+def grpo_estimator(inputs: AdvantageInputs, cfg: Any) -> AdvantageOutputs:
+    """GRPO over the episodes that have a valid token (faulted ones are neither baseline nor trained)."""
+    valid = inputs.response_mask.sum(dim=-1) > 0  # [N]
+    advantages = torch.zeros_like(inputs.response_mask, dtype=torch.float32)
+    rows = torch.nonzero(valid)[:, 0]
+    if len(rows):
+        adv, _ = compute_grpo_outcome_advantage(
+            inputs.token_level_rewards[rows], inputs.response_mask[rows], inputs.index[rows.numpy()],
+            norm_adv_by_std_in_grpo=cfg.norm_adv_by_std_in_grpo)
+        advantages[rows] = adv
+    return AdvantageOutputs(advantages, advantages)
+
+
+@register_adv_est(AdvantageEstimator.GAE.value, needs_critic=True)
+def gae_estimator(inputs: AdvantageInputs, cfg: Any) -> AdvantageOutputs:
+    """GAE over model calls (VLA-RL): one step = one model call (an action chunk for OFT, one
+    7-token action for plain OpenVLA); the call's reward is the sum of its tokens' rewards (the
+    outcome reward sits on the episode's last executed token, so on its last call). Every episode
+    end is terminal, success or cut by the step budget (see algorithm.gamma in ppo_trainer.yaml).
+    The call's advantage is broadcast to its valid action tokens."""
+    n, a = inputs.response_mask.shape[0], inputs.tokens_per_step
+    step_rewards = inputs.token_level_rewards.float().view(n, -1, a).sum(dim=-1)  # [N, T]
+    step_mask = inputs.response_mask.view(n, -1, a).amax(dim=-1)  # [N, T]
+    values = inputs.values.float() * step_mask
+    step_adv, step_returns = compute_gae_advantage_return(step_rewards, values, step_mask, cfg.gamma, cfg.lam,
+                                                          whiten=cfg.whiten_advantages)
+    advantages = step_adv.repeat_interleave(a, dim=1) * inputs.response_mask
+    returns = step_returns.repeat_interleave(a, dim=1) * inputs.response_mask
+    return AdvantageOutputs(advantages, returns, step_returns)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,12 +332,20 @@ def compute_value_loss(
     response_mask: torch.Tensor,
     cliprange_value: float,
     loss_agg_mode: str = LossAggMode.TOKEN_MEAN.value,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped value loss for the critic: 0.5 * max((V - R)^2, (V_clipped - R)^2)."""
+    """Clipped value loss for the critic: 0.5 * max((V - R)^2, (V_clipped - R)^2), where
+    V_clipped = V_old + clip(V - V_old, -cliprange_value, cliprange_value). Any shape (per token
+    [B, L] or per model call [S]); with `token_weights` (see token_loss_weights) the loss is
+    0.5 * (losses * token_weights).sum() instead of the aggregation over this batch alone."""
     values_clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     vf_losses1 = (values - returns) ** 2
     vf_losses2 = (values_clipped - returns) ** 2
-    vf_loss = 0.5 * agg_loss(torch.maximum(vf_losses1, vf_losses2), response_mask, loss_agg_mode)
+    losses = torch.maximum(vf_losses1, vf_losses2)
+    if token_weights is None:
+        vf_loss = 0.5 * agg_loss(losses, response_mask, loss_agg_mode)
+    else:
+        vf_loss = 0.5 * (losses * token_weights).sum()
     vf_clipfrac = masked_mean(torch.gt(vf_losses2, vf_losses1).float(), response_mask)
     return vf_loss, {"vf_clipfrac": vf_clipfrac.detach()}
 

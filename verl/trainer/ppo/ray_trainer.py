@@ -1,9 +1,11 @@
 """RayPPOTrainer: the single controller's training loop.
 
-One step: draw prompts -> roll out n_samples episodes each -> score -> dynamic sampling (repeat
-until train_batch_size groups survive) -> old log-probs -> GRPO advantages -> actor update ->
-(every test_freq) greedy validation -> (every save_freq) checkpoint. The driver never touches
-torch.distributed or a model: workers own compute, the driver owns data order and bookkeeping.
+One step: draw prompts (uniformly, or by the curriculum) -> roll out n_samples episodes each ->
+score -> dynamic sampling (repeat until train_batch_size groups survive) -> old log-probs ->
+(with a critic: values) -> advantages (the estimator algorithm.adv_estimator names) -> critic
+update -> actor update (not during critic warm-up) -> (every test_freq) greedy validation ->
+(every save_freq) checkpoint. The driver never touches torch.distributed or a model: workers own
+compute, the driver owns data order and bookkeeping.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -24,11 +26,11 @@ from tqdm import tqdm
 
 from verl.protocol import DataProto
 from verl.single_controller.ray.base import WorkerError, WorkerTimeoutError
-from verl.trainer.config_validation import world_size
+from verl.trainer.config_validation import needs_critic, world_size
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.reward import RobRewardManager
 from verl.trainer.run_checkpoints import RunCheckpoints
-from verl.trainer.worker_groups import start_worker_group, stop_worker_group
+from verl.trainer.worker_groups import make_resource_pool, start_worker_group, stop_worker_group
 from verl.trainer.validation import build_report, greedy_episodes, prompts_from_dataset
 from verl.utils.tracking import Tracking
 from verl.workers import trajectory as tj
@@ -59,6 +61,16 @@ def reduce_metrics(metrics: dict[str, list[float]]) -> dict[str, float]:
     return out
 
 
+def value_metrics(batch: DataProto) -> dict[str, float]:
+    """The critic's values and how much of the return variance they explain, over valid model calls."""
+    mask = tj.step_mask(batch.batch[tj.RESPONSE_MASK], batch.batch[tj.RESPONSES].shape[-1]).bool()
+    values, returns = batch.batch[tj.VALUES][mask], batch.batch[tj.STEP_RETURNS][mask]
+    if values.numel() == 0:
+        return {}
+    explained = 1.0 - (returns - values).var(unbiased=False) / returns.var(unbiased=False).clamp(min=1e-8)
+    return {**stats("critic/values", values), "critic/vf_explained_var": explained.item()}
+
+
 def stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
     values = values.float()
     if values.numel() == 0:
@@ -73,14 +85,18 @@ class RayPPOTrainer:
         self.n_workers = world_size(config)
         self.reward_fn = RobRewardManager(config.verifier.reward_coef)
         self.checkpoints = RunCheckpoints(config.trainer.default_local_dir, config.trainer.max_actor_ckpt_to_keep,
-                                          world_size=self.n_workers)
+                                          world_size=self.n_workers, critic=needs_critic(config))
         self._build_data()
         total = self._total_training_steps()
         OmegaConf.set_struct(config, False)
         config.actor_rollout_ref.actor.optim.total_training_steps = total
+        config.critic.optim.total_training_steps = total
         self.total_training_steps = total
+        self.estimator = core_algos.get_adv_estimator(config.algorithm.adv_estimator)
+        self.use_critic = needs_critic(config)
         self.actor_wg = None
-        self.resource_pool = None
+        self.critic_wg = None
+        self.resource_pools: list = []
         self.worker_restarts = 0
         self._initial_sampler_state = self.sampler.state_dict()
         self.progress: Optional[tqdm] = None
@@ -107,7 +123,14 @@ class RayPPOTrainer:
         )
         self.train_dataset = RobDataset(split="train", **split_kwargs)
         self.val_dataset = RobDataset(split="val", **split_kwargs)
-        self.sampler = StatefulSampler(len(self.train_dataset), shuffle=d.shuffle, seed=self.config.trainer.seed)
+        if d.curriculum.enable:
+            from verl.utils.dataset.curriculum import CurriculumSampler
+
+            tasks = [int(self.train_dataset[i][tj.TASK_ID]) for i in range(len(self.train_dataset))]
+            self.sampler = CurriculumSampler(tasks, temperature=d.curriculum.temperature, ema=d.curriculum.ema,
+                                             seed=self.config.trainer.seed)
+        else:
+            self.sampler = StatefulSampler(len(self.train_dataset), shuffle=d.shuffle, seed=self.config.trainer.seed)
 
     def _robotwin_seeds_dir(self) -> Optional[str]:
         """RoboTwin suites: data.robotwin_seeds_dir, else <RoboTwin checkout>/seeds (the checkout the
@@ -128,14 +151,30 @@ class RayPPOTrainer:
 
     # ------------------------------------------------------------------------------ workers
     def init_workers(self) -> None:
-        from verl.workers.fsdp_workers import ActorRolloutRefWorker
+        """The actor group; with a critic also the critic group, by default on the same bundles."""
+        from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
 
-        self.resource_pool, self.actor_wg = start_worker_group(self.config, ActorRolloutRefWorker, "actor_rollout")
+        colocate = self.use_critic and self.config.critic.colocate
+        pool = make_resource_pool(self.config, colocated_groups=2 if colocate else 1)
+        self.resource_pools = [pool]
+        _, self.actor_wg = start_worker_group(self.config, ActorRolloutRefWorker, "actor_rollout", pool)
+        if self.use_critic:
+            critic_pool = pool if colocate else make_resource_pool(self.config)
+            if critic_pool is not pool:
+                self.resource_pools.append(critic_pool)
+            _, self.critic_wg = start_worker_group(self.config, CriticWorker, "critic", critic_pool)
         self.actor_wg.init_model()
+        if self.critic_wg is not None:
+            self.critic_wg.init_model()
 
     def shutdown(self) -> None:
-        group, pool, self.actor_wg, self.resource_pool = self.actor_wg, self.resource_pool, None, None
-        stop_worker_group(group, pool)
+        groups, pools = [self.actor_wg, self.critic_wg], self.resource_pools
+        self.actor_wg, self.critic_wg, self.resource_pools = None, None, []
+        with ExitStack() as stack:  # every group and pool is stopped even if one of them fails to
+            for pool in pools:
+                stack.callback(stop_worker_group, None, pool)
+            for group in groups:  # callbacks run last-in first-out: the groups before the pools
+                stack.callback(stop_worker_group, group, None)
 
     # ------------------------------------------------------------------------------ loop
     def fit(self) -> None:
@@ -204,6 +243,7 @@ class RayPPOTrainer:
         kept: list[DataProto] = []
         kept_groups, rounds = 0, 0
         pre_filter_success: list[torch.Tensor] = []
+        outcomes: list[tuple[np.ndarray, np.ndarray]] = []  # (task ids, success) of the unfaulted episodes
         rollout_metrics: dict[str, list[float]] = defaultdict(list)
         while kept_groups < d.train_batch_size and rounds < d.max_sample_rounds:
             indices = self.sampler.take(d.train_batch_size * d.oversample_factor)
@@ -221,6 +261,8 @@ class RayPPOTrainer:
             with timed("verify", timings):
                 success = gen.batch[tj.COMPLETE].numpy().astype(np.float64)
                 pre_filter_success.append(gen.batch[tj.COMPLETE])
+                ok = ~gen.batch[tj.FAULTED].numpy()
+                outcomes.append((gen.non_tensor_batch[tj.TASK_ID][ok], success[ok]))
                 if d.filter_accuracy:
                     keep, _ = core_algos.filter_groups_by_accuracy(
                         success, gen.non_tensor_batch[tj.UID], d.accuracy_lower_bound, d.accuracy_upper_bound)
@@ -232,6 +274,8 @@ class RayPPOTrainer:
         rows = min(len(batch), d.train_batch_size * d.n_samples)
         rows -= rows % self.n_workers  # equal shares: no padded duplicates in the update
         batch = batch[:rows]
+        # the curriculum's success estimates learn from every unfaulted episode, kept by the filter or not
+        self.sampler.observe(np.concatenate([t for t, _ in outcomes]), np.concatenate([o for _, o in outcomes]))
         all_success = torch.cat(pre_filter_success).float()
         counts = {key: float(np.sum(rollout_metrics.pop(key, []))) for key in ROLLOUT_COUNTS}
         metrics = {
@@ -240,6 +284,7 @@ class RayPPOTrainer:
             "data/kept_groups": float(rows // d.n_samples),
             **reduce_metrics(rollout_metrics),
             **counts,  # every episode rolled out this step, kept by the filter or not
+            **self.sampler.metrics(),
         }
         return batch, metrics
 
@@ -250,27 +295,48 @@ class RayPPOTrainer:
         with timed("old_log_prob", timings):
             old = self.actor_wg.compute_log_prob(batch)
             batch = batch.union(old)
+        if self.critic_wg is not None:
+            self._phase(f"values ({len(batch)} episodes)")
+            with timed("values", timings):
+                batch = batch.union(self.critic_wg.compute_values(batch))
         with timed("adv", timings):
+            # an episode an env fault ended has no valid token: no reward, no baseline, no training
+            batch.batch[tj.RESPONSE_MASK] = batch.batch[tj.RESPONSE_MASK] * (~batch.batch[tj.FAULTED]).float()[:, None]
             scores, verifier = self.reward_fn(batch)
             batch.batch[tj.TOKEN_LEVEL_SCORES] = scores
             batch.batch[tj.TOKEN_LEVEL_REWARDS] = scores  # kl_coef = 0: no in-reward KL penalty
-            adv, ret = core_algos.compute_grpo_outcome_advantage(
-                scores, batch.batch[tj.RESPONSE_MASK], batch.non_tensor_batch[tj.UID],
-                norm_adv_by_std_in_grpo=self.config.algorithm.norm_adv_by_std_in_grpo)
+            out = self.estimator.fn(core_algos.AdvantageInputs(
+                token_level_rewards=scores, response_mask=batch.batch[tj.RESPONSE_MASK],
+                index=batch.non_tensor_batch[tj.UID], tokens_per_step=batch.batch[tj.RESPONSES].shape[-1],
+                values=batch.batch[tj.VALUES] if self.critic_wg is not None else None,
+            ), self.config.algorithm)
+            adv, ret = out.advantages, out.returns
             batch.batch[tj.ADVANTAGES], batch.batch[tj.RETURNS] = adv, ret
-        self._phase("actor update")
-        with timed("update_actor", timings):
-            out = self.actor_wg.update_actor(batch)
-        metrics.update(reduce_metrics(out.meta_info.get("metrics", {})))
+            if out.step_returns is not None:
+                batch.batch[tj.STEP_RETURNS] = out.step_returns
+        if self.critic_wg is not None:
+            self._phase("critic update")
+            with timed("update_critic", timings):
+                critic_out = self.critic_wg.update_critic(batch)
+            metrics.update(reduce_metrics(critic_out.meta_info.get("metrics", {})))
+            metrics.update(value_metrics(batch))
         mask = batch.batch[tj.RESPONSE_MASK].bool()
-        # the reference's entropy dashboards: the policy's entropy on this batch before and after the update
-        with timed("entropy_after", timings):
-            after = self.actor_wg.compute_log_prob(batch.select(
-                batch_keys=[tj.IMAGES, tj.RESPONSES, tj.NUM_STEPS] + ([tj.PROPRIO] if tj.PROPRIO in batch.batch else []),
-                non_tensor_batch_keys=[tj.PROMPT_IDS]))
-        if mask.any():  # not when every episode of the batch faulted before acting
+        if self.critic_wg is not None and self.global_steps <= self.config.critic.warmup_steps:
+            metrics["actor/critic_warmup"] = 1.0  # VLA-RL's value_init_steps: the actor stays as it is
+        else:
+            self._phase("actor update")
+            with timed("update_actor", timings):
+                actor_out = self.actor_wg.update_actor(batch)
+            metrics.update(reduce_metrics(actor_out.meta_info.get("metrics", {})))
+            # the reference's entropy dashboards: the policy's entropy on this batch before and after the update
+            with timed("entropy_after", timings):
+                after = self.actor_wg.compute_log_prob(batch.select(
+                    batch_keys=[tj.IMAGES, tj.RESPONSES, tj.NUM_STEPS] + ([tj.PROPRIO] if tj.PROPRIO in batch.batch else []),
+                    non_tensor_batch_keys=[tj.PROMPT_IDS]))
+            if mask.any():  # not when every episode of the batch faulted before acting
+                metrics["actor_after/entropy_loss_eval"] = after.batch[tj.ENTROPY][mask].mean().item()
+        if mask.any():
             metrics["actor_before/entropy_loss_eval"] = batch.batch[tj.ENTROPY][mask].mean().item()
-            metrics["actor_after/entropy_loss_eval"] = after.batch[tj.ENTROPY][mask].mean().item()
         seq_score = scores.sum(-1)
         metrics.update({
             "train_reward/verifier": verifier["verifier"],
@@ -305,8 +371,13 @@ class RayPPOTrainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> None:
-        self.checkpoints.save(self.global_steps, self.actor_wg.save_checkpoint,
+        self.checkpoints.save(self.global_steps, self._write_worker_checkpoints,
                               {"sampler": self.sampler.state_dict()})
+
+    def _write_worker_checkpoints(self, directory: str) -> None:
+        self.actor_wg.save_checkpoint(directory)
+        if self.critic_wg is not None:
+            self.critic_wg.save_checkpoint(directory)
 
     def _restart_workers(self, error: Exception) -> None:
         """After a worker failure (the group is stopped already): a new worker group continues from
@@ -351,6 +422,8 @@ class RayPPOTrainer:
     def _resume_from(self, directory: Path) -> None:
         state = self.checkpoints.trainer_state(directory)
         self.actor_wg.load_checkpoint(str(directory))
+        if self.critic_wg is not None:
+            self.critic_wg.load_checkpoint(str(directory))
         self.global_steps = int(state["global_steps"])
         self.sampler.load_state_dict(state["sampler"])
         self.weights, self.weights_step = str(directory), self.global_steps

@@ -14,25 +14,19 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from verl.models.openvla_oft import ACTION_TOKEN_BEGIN, BOS_TOKEN_ID, SPACE_TOKEN_ID
+from verl.models.openvla_oft import ACTION_TOKEN_BEGIN
 from verl.protocol import DataProto
 from verl.trainer.ppo import core_algos
 from verl.utils.fsdp_utils import clip_grad_norm, full_params_for_inference
 from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+from verl.workers import step_batches as sb
 from verl.workers import trajectory as tj
 from verl.workers.policy_inputs import PolicyInputBuilder
 
 logger = logging.getLogger(__name__)
-
-
-def _split(steps: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """[S, 2] -> pieces of at most `size` rows; none for S = 0 (`Tensor.split` would give one empty piece)."""
-    return list(steps.split(size)) if len(steps) else []
 
 
 @dataclass
@@ -76,34 +70,14 @@ class DataParallelPPOActor:
     # ------------------------------------------------------------------------------ forward
     def _forward_steps(self, data: DataProto, steps: torch.Tensor) -> torch.Tensor:
         """Raw action-bin logits [S, A, 256] for the (episode, step) pairs `steps` [S, 2]."""
-        episodes, step_ids = steps[:, 0], steps[:, 1]
-        proprio = data.batch[tj.PROPRIO][episodes, step_ids] if self.settings.use_proprio else None
-        inputs = self.inputs(
-            [self._prompt(data, int(i)) for i in episodes],
-            data.batch[tj.IMAGES][episodes, step_ids],  # [S, n_img, H, W, 3] uint8
-            proprio,
-        )
-        responses = data.batch[tj.RESPONSES][episodes, step_ids].to(self.device)  # [S, A]
         # FSDP2's MixedPrecisionPolicy casts to bf16 on GPU: no autocast needed here
-        return self.model(**inputs, action_tokens=responses)
-
-    def _prompt(self, data: DataProto, episode: int) -> np.ndarray:
-        """The episode's prompt ids; an empty prompt (BOS, "▁") for an episode that faulted before
-        it had an instruction (only ever forwarded as a zero-weight replay: it must merely be finite)."""
-        ids = data.non_tensor_batch[tj.PROMPT_IDS][episode]
-        return ids if len(ids) else np.array([BOS_TOKEN_ID, SPACE_TOKEN_ID], dtype=np.int64)
+        return self.model(**sb.step_model_inputs(self.inputs, data, steps, self.settings.use_proprio))
 
     def _log_prob_and_entropy(self, logits: torch.Tensor, data: DataProto, steps: torch.Tensor):
         """Per-token log-prob and entropy [S, A] of the taken actions under softmax(logits / T)."""
         scaled = logits.float() / self.settings.temperature
         bins = data.batch[tj.RESPONSES][steps[:, 0], steps[:, 1]].to(self.device) - ACTION_TOKEN_BEGIN
         return logprobs_from_logits(scaled, bins), entropy_from_logits(scaled)
-
-    @staticmethod
-    def _gather_tokens(per_token: torch.Tensor, steps: torch.Tensor, tokens_per_step: int) -> torch.Tensor:
-        """[N, T*A] -> [S, A] rows for the (episode, step) pairs."""
-        n = per_token.shape[0]
-        return per_token.view(n, -1, tokens_per_step)[steps[:, 0], steps[:, 1]]
 
     # ------------------------------------------------------------------------------ log-probs
     @torch.no_grad()
@@ -118,7 +92,7 @@ class DataParallelPPOActor:
         # the only collectives are the gathers on entering the context, whatever the step count:
         # a rank whose episodes all faulted before their first model call runs no forward at all
         with full_params_for_inference(self.model, self.settings.reshard_after_forward):
-            for piece in _split(steps, self.settings.log_prob_micro_batch_size):
+            for piece in sb.split_steps(steps, self.settings.log_prob_micro_batch_size):
                 logits = self._forward_steps(data, piece)
                 log_prob, entropy = self._log_prob_and_entropy(logits, data, piece)
                 log_probs[piece[:, 0], piece[:, 1]] = log_prob.cpu()
@@ -129,30 +103,6 @@ class DataParallelPPOActor:
     def _mini_batches(self, n: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
         order = torch.randperm(n, generator=generator) if self.settings.shuffle else torch.arange(n)
         yield from order.split(self.settings.ppo_mini_batch_size)
-
-    def _pieces(self, mini: DataProto) -> list[torch.Tensor]:
-        """Split a mini-batch's valid steps into forward pieces of at most steps_per_forward samples.
-
-        Steps of one micro-batch of trajectories are pooled (1 trajectory per micro-batch, as in
-        the reference, gives pieces that never mix episodes). Episodes with no valid step (faulted
-        at reset) give no piece; a mini-batch of only such episodes gives none at all.
-        """
-        pieces = []
-        num_steps = mini.batch[tj.NUM_STEPS]
-        for start in range(0, len(mini), self.settings.ppo_micro_batch_size):
-            ids = torch.arange(start, min(start + self.settings.ppo_micro_batch_size, len(mini)))
-            steps = tj.valid_step_index(num_steps[ids])
-            steps[:, 0] = ids[steps[:, 0]]
-            pieces.extend(_split(steps, self.settings.steps_per_forward))
-        return pieces
-
-    def _num_pieces_all_ranks(self, local: int) -> int:
-        """FSDP collectives run in every forward/backward: all ranks must run the same count."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return local
-        count = torch.tensor([local], dtype=torch.long, device=self.device)
-        dist.all_reduce(count, op=dist.ReduceOp.MAX)
-        return int(count.item())
 
     def update_policy(self, data: DataProto, seed: int = 0) -> dict[str, list[float]]:
         """PPO epochs over the batch; one optimizer step per mini-batch. Returns metric lists."""
@@ -167,14 +117,10 @@ class DataParallelPPOActor:
                 mini = data[mini_ids]
                 mask = mini.batch[tj.RESPONSE_MASK].float()
                 weights = core_algos.token_loss_weights(mask, s.loss_agg_mode)  # [m, T*A]
-                pieces = self._pieces(mini)
+                pieces = sb.step_pieces(mini.batch[tj.NUM_STEPS], s.ppo_micro_batch_size, s.steps_per_forward)
                 num_real = len(pieces)
-                total = self._num_pieces_all_ranks(num_real)
-                # zero-weight replays keep every rank's forward/backward count equal (and >= 1, so a
-                # rank with nothing to learn still joins the gradient reduce-scatter); without a
-                # valid step the replay is step 0 of episode 0 (zero images, see _forward_steps)
-                filler = pieces[0] if pieces else torch.zeros((1, 2), dtype=torch.long)
-                pieces += [filler] * (max(total, 1) - num_real)
+                # zero-weight replays keep every rank's forward/backward count equal
+                pieces = sb.pad_pieces(pieces, sb.pieces_on_all_ranks(num_real, self.device))
 
                 self.optimizer.zero_grad(set_to_none=True)
                 stats = defaultdict(float)
@@ -182,9 +128,9 @@ class DataParallelPPOActor:
                 for k, steps in enumerate(pieces):
                     logits = self._forward_steps(mini, steps)
                     log_prob, entropy = self._log_prob_and_entropy(logits, mini, steps)
-                    take = lambda key: self._gather_tokens(mini.batch[key], steps, tokens_per_step).to(self.device)
+                    take = lambda key: sb.gather_steps(mini.batch[key], steps, tokens_per_step).to(self.device)
                     piece_mask = take(tj.RESPONSE_MASK).float()
-                    piece_weights = self._gather_tokens(weights, steps, tokens_per_step).to(self.device)
+                    piece_weights = sb.gather_steps(weights, steps, tokens_per_step).to(self.device)
                     if k >= num_real:
                         piece_weights = torch.zeros_like(piece_weights)
                         piece_mask = torch.zeros_like(piece_mask)

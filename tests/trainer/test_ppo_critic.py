@@ -1,0 +1,142 @@
+"""VLA-RL's algorithms end to end on the reach task (2 CPU workers, the critic colocated on the
+actor's bundles): critic warm-up, exact resume with a critic and the curriculum sampler, the
+curriculum moving towards the unsolved target, and PPO + critic learning."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from e2e_utils import ROOT, deterministic, reach_overrides, read_metrics, run_main, run_until
+
+PPO = ("algorithm.adv_estimator=gae", "algorithm.gamma=0.99", "algorithm.lam=0.95", "critic.optim.lr=1e-3")
+
+
+def reach_sft(out: Path, targets: int, speed: str) -> Path:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_reach_sft_checkpoint.py"), "--out", str(out),
+                    "--num-targets", str(targets), "--speed", speed, "--steps", "100", "--seed", "0"],
+                   check=True, cwd=ROOT, capture_output=True, timeout=600)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_two_targets(tmp_path_factory):
+    """Target 0 demonstrated fast (the SFT policy mostly reaches it), target 1 slowly (mostly not)."""
+    return reach_sft(tmp_path_factory.mktemp("reach_sft2") / "sft", targets=2, speed="0.3,0.12")
+
+
+def actor_weights(directory: Path) -> dict[str, torch.Tensor]:
+    return {k: v for f in sorted(Path(directory).glob("model-*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+def critic_weights(step_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(step_dir / "critic" / "model.safetensors"))
+
+
+def two_target_overrides(ckpt: Path, run_dir: Path, *extra: str) -> list[str]:
+    return reach_overrides(ckpt, run_dir, "env.reach.num_targets=2", "env.reach.max_episode_steps=8",
+                           "env.reach.step_size=0.25", "data.num_trials_per_task=8", *extra)
+
+
+@pytest.mark.slow
+def test_critic_warmup_trains_only_the_critic(sft_two_targets, tmp_path):
+    run_dir = tmp_path / "run"
+    run_main(two_target_overrides(
+        sft_two_targets, run_dir, *PPO, "critic.warmup_steps=2", "critic.ppo_epochs=4",
+        "data.filter_accuracy=False", "trainer.total_training_steps=3", "trainer.save_freq=1",
+        "trainer.test_freq=-1", "trainer.val_before_train=False"))
+    metrics = read_metrics(run_dir)
+    ckpts = run_dir / "actor"
+    initial = actor_weights(sft_two_targets)
+    for step in (1, 2):  # warm-up: the actor is not touched, bit for bit
+        assert metrics[step]["actor/critic_warmup"] == 1.0 and "actor/pg_loss" not in metrics[step]
+        saved = actor_weights(ckpts / f"global_step_{step}")
+        assert saved.keys() == initial.keys()
+        assert all(torch.equal(saved[k], initial[k]) for k in initial), f"actor changed during warm-up step {step}"
+    assert "actor/pg_loss" in metrics[3] and "actor/critic_warmup" not in metrics[3]
+    after = actor_weights(ckpts / "global_step_3")
+    assert any(not torch.equal(after[k], initial[k]) for k in initial)
+    # the critic learns: same policy, same data distribution, lower value loss the second time
+    assert metrics[2]["critic/vf_loss"] < metrics[1]["critic/vf_loss"]
+    c1, c2 = critic_weights(ckpts / "global_step_1"), critic_weights(ckpts / "global_step_2")
+    assert any(not torch.equal(c1[k], c2[k]) for k in c1)
+    for key in ("critic/vf_loss", "critic/vf_clipfrac", "critic/vpred_mean", "critic/vf_explained_var",
+                "critic/values/mean", "critic/values/max", "critic/values/min", "critic/advantages/mean",
+                "critic/returns/mean"):
+        assert key in metrics[3], key
+
+
+@pytest.mark.slow
+def test_exact_resume_with_critic_and_curriculum(sft_two_targets, tmp_path):
+    """3 steps straight == 2 steps, SIGKILL, resume: same step-3 metrics, actor and critic weights."""
+    common = (*PPO, "data.curriculum.enable=True", "data.curriculum.temperature=0.2", "critic.warmup_steps=1",
+              "trainer.total_training_steps=3", "trainer.save_freq=2", "trainer.test_freq=3",
+              "trainer.val_before_train=False", "actor_rollout_ref.actor.optim.lr_warmup_steps=3",
+              "critic.optim.lr_warmup_steps=3")
+    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
+    run_main(two_target_overrides(sft_two_targets, straight_dir, *common))
+    latest = killed_dir / "actor" / "latest_checkpointed_iteration.txt"
+    run_until(two_target_overrides(sft_two_targets, killed_dir, *common),
+              done=lambda: latest.is_file() and latest.read_text().strip() == "2")
+    assert not (killed_dir / "actor" / "global_step_3").exists()
+    run_main(two_target_overrides(sft_two_targets, killed_dir, *common, "trainer.resume_mode=auto"))
+
+    a, b = deterministic(read_metrics(straight_dir)[3]), deterministic(read_metrics(killed_dir)[3])
+    assert "critic/vf_loss" in a and "curriculum/probability/task_1" in a and "val/test_score/all" in a
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+    for read in (actor_weights, critic_weights):  # the critic saves beside the actor: global_step_N/critic/
+        wa, wb = read(straight_dir / "actor" / "global_step_3"), read(killed_dir / "actor" / "global_step_3")
+        assert wa.keys() == wb.keys() and len(wa) > 10
+        for key in wa:
+            assert torch.equal(wa[key], wb[key]), key
+
+
+@pytest.mark.slow
+def test_curriculum_draws_the_unsolved_target_more_often(sft_two_targets, tmp_path):
+    """GRPO with the curriculum: the estimates tell the solved target (0) from the unsolved one (1),
+    and the sampling probabilities follow: target 1 is drawn more often."""
+    run_dir = tmp_path / "run"
+    run_main(two_target_overrides(
+        sft_two_targets, run_dir, "data.curriculum.enable=True", "data.curriculum.temperature=0.25",
+        "data.curriculum.ema=0.5", "data.train_batch_size=4", "data.n_samples=4", "data.filter_accuracy=False",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=16", "actor_rollout_ref.actor.ppo_micro_batch_size=4",
+        "actor_rollout_ref.actor.optim.lr=1e-6", "trainer.total_training_steps=3", "trainer.save_freq=-1",
+        "trainer.test_freq=-1", "trainer.val_before_train=False"))
+    metrics = read_metrics(run_dir)
+    first = metrics[1]
+    assert first["curriculum/success_estimate/task_0"] > first["curriculum/success_estimate/task_1"] + 0.1
+    last = metrics[3]
+    assert last["curriculum/probability/task_1"] > 0.6 > last["curriculum/probability/task_0"]
+    assert last["curriculum/probability/task_0"] + last["curriculum/probability/task_1"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_ppo_with_critic_improves_greedy_success_on_reach(tmp_path):
+    """The GRPO learning test's task and seeds, with PPO + a learned critic (+ 2 warm-up steps):
+    greedy success from <= 0.3 to >= 0.7. Steps and wall time to 0.7 are printed for the note."""
+    sft = reach_sft(tmp_path / "sft", targets=1, speed="0.16")
+    run_dir = tmp_path / "run"
+    start = time.time()
+    run_main(reach_overrides(
+        sft, run_dir, "env.reach.num_targets=1", "env.reach.max_episode_steps=8", "env.reach.step_size=0.25",
+        *PPO, "critic.warmup_steps=2", "critic.ppo_epochs=2",
+        "data.train_batch_size=8", "data.n_samples=8", "data.num_trials_per_task=16", "data.val_batch_size=64",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=64", "actor_rollout_ref.actor.ppo_micro_batch_size=8",
+        "actor_rollout_ref.actor.traj_mini_batch_size=32", "actor_rollout_ref.rollout.log_prob_micro_batch_size=64",
+        "env.envs_per_worker=8", "trainer.total_training_steps=18", "trainer.test_freq=3", "trainer.save_freq=-1",
+        "trainer.val_before_train=True", "trainer.seed=1",
+    ), timeout=1200)
+    wall = time.time() - start
+    metrics = read_metrics(run_dir)
+    curve = {step: m["val/test_score/all"] for step, m in metrics.items() if "val/test_score/all" in m}
+    reached = min((s for s, v in curve.items() if v >= 0.7), default=None)
+    print("PPO + critic greedy validation success by step:", curve, f"first >= 0.7 at step {reached}, wall {wall:.0f} s")
+    assert curve[0] <= 0.3
+    assert curve[18] >= 0.7
+    assert metrics[18]["critic/vf_explained_var"] > 0.0  # the value model predicts better than a constant

@@ -1,0 +1,128 @@
+"""Curriculum task selection (VLA-RL): draw the tasks a policy is about to master more often.
+
+Each prompt's task j is drawn with probability
+
+    P(j) = exp((0.5 - s_j) / tau) / sum_k exp((0.5 - s_k) / tau)
+
+where s_j estimates task j's current success rate from training rollouts: an exponential moving
+average over training steps, s_j <- ema * s_j + (1 - ema) * (success of task j's episodes this
+step). A task never tried starts at s = 0.5, the formula's centre: weight 1, between the hard
+tasks (s < 0.5, weight > 1) and the solved ones (s > 0.5, weight < 1). Within a task, init states
+(trials) come in a seeded shuffled order, a fresh order each time the task's trials run out.
+
+Everything random is seeded and part of `state_dict()`, so a resumed run draws exactly the
+prompts the uninterrupted run would have drawn (exact resume).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+NEUTRAL_SUCCESS = 0.5  # the estimate of a task with no training episode yet
+KIND = "curriculum"
+
+
+def curriculum_probabilities(success: np.ndarray, temperature: float) -> np.ndarray:
+    """[K] success estimates -> [K] task probabilities, softmax((0.5 - s) / tau)."""
+    logits = (NEUTRAL_SUCCESS - np.asarray(success, dtype=np.float64)) / temperature
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+class CurriculumSampler:
+    """Draws dataset indices task-first by the curriculum; same interface as `StatefulSampler`
+    (`take`, `epoch`, `state_dict`, `load_state_dict`) plus `observe` (feed back outcomes) and
+    `metrics` (per-task estimates and probabilities)."""
+
+    def __init__(self, task_of_index: Sequence[int], temperature: float, ema: float, seed: int = 0) -> None:
+        if len(task_of_index) < 1:
+            raise ValueError("CurriculumSampler needs a non-empty dataset")
+        if temperature <= 0:
+            raise ValueError(f"data.curriculum.temperature={temperature}: expected > 0")
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"data.curriculum.ema={ema}: expected 0 <= ema < 1")
+        self.task_of_index = np.asarray(task_of_index, dtype=np.int64)
+        self.tasks = sorted(set(self.task_of_index.tolist()))
+        self.indices_of_task = {t: np.nonzero(self.task_of_index == t)[0] for t in self.tasks}
+        self.temperature = float(temperature)
+        self.ema = float(ema)
+        self.seed = int(seed)
+        self.success = np.full(len(self.tasks), NEUTRAL_SUCCESS)
+        self.episodes_seen = np.zeros(len(self.tasks), dtype=np.int64)
+        self.rng = np.random.default_rng([self.seed, 7])
+        self.cursor = {t: 0 for t in self.tasks}  # trials of the task's current pass already handed out
+        self.passes = {t: 0 for t in self.tasks}  # completed passes over the task's trials
+        self.drawn = 0
+
+    def __len__(self) -> int:
+        return len(self.task_of_index)
+
+    @property
+    def epoch(self) -> int:
+        """Prompts drawn so far, in units of the dataset's size (what `train/epoch` logs)."""
+        return self.drawn // len(self.task_of_index)
+
+    def probabilities(self) -> np.ndarray:
+        return curriculum_probabilities(self.success, self.temperature)
+
+    def _next_trial(self, task: int) -> int:
+        members = self.indices_of_task[task]
+        if self.cursor[task] >= len(members):
+            self.cursor[task], self.passes[task] = 0, self.passes[task] + 1
+        order = np.random.default_rng([self.seed, task, self.passes[task]]).permutation(members)
+        index = int(order[self.cursor[task]])
+        self.cursor[task] += 1
+        return index
+
+    def take(self, n: int) -> list[int]:
+        """`n` dataset indices: tasks drawn i.i.d. from the curriculum, trials in order within a task."""
+        tasks = self.rng.choice(len(self.tasks), size=n, p=self.probabilities())
+        self.drawn += n
+        return [self._next_trial(self.tasks[k]) for k in tasks]
+
+    def observe(self, task_ids: Sequence[int], success: Sequence[float]) -> None:
+        """One training step's episodes (task id, 0/1 success each; faulted ones left out): one EMA
+        update per task that had episodes."""
+        per_task: dict[int, list[float]] = defaultdict(list)
+        for task, ok in zip(task_ids, success):
+            per_task[int(task)].append(float(ok))
+        for position, task in enumerate(self.tasks):
+            if task in per_task:
+                rate = float(np.mean(per_task[task]))
+                self.success[position] = self.ema * self.success[position] + (1.0 - self.ema) * rate
+                self.episodes_seen[position] += len(per_task[task])
+
+    def metrics(self) -> dict[str, float]:
+        probs = self.probabilities()
+        out = {}
+        for position, task in enumerate(self.tasks):
+            out[f"curriculum/success_estimate/task_{task}"] = float(self.success[position])
+            out[f"curriculum/probability/task_{task}"] = float(probs[position])
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": KIND, "seed": self.seed, "data_len": len(self.task_of_index), "tasks": list(self.tasks),
+            "success": self.success.tolist(), "episodes_seen": self.episodes_seen.tolist(),
+            "cursor": {str(t): c for t, c in self.cursor.items()}, "passes": {str(t): p for t, p in self.passes.items()},
+            "drawn": self.drawn, "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != KIND:
+            raise ValueError("the checkpoint's sampler state is not a curriculum's: the run was saved with "
+                             "data.curriculum.enable=False; resume it with the same setting")
+        if state["data_len"] != len(self.task_of_index) or list(state["tasks"]) != list(self.tasks):
+            raise ValueError(f"curriculum state was saved for {state['data_len']} prompts of tasks {state['tasks']}; "
+                             f"this run has {len(self.task_of_index)} prompts of tasks {self.tasks}")
+        self.seed = int(state["seed"])
+        self.success = np.asarray(state["success"], dtype=np.float64)
+        self.episodes_seen = np.asarray(state["episodes_seen"], dtype=np.int64)
+        self.cursor = {int(t): int(c) for t, c in state["cursor"].items()}
+        self.passes = {int(t): int(p) for t, p in state["passes"].items()}
+        self.drawn = int(state["drawn"])
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]
