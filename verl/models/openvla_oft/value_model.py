@@ -37,7 +37,8 @@ class ValueHead(nn.Module):
         nn.init.zeros_(self.fc2.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(hidden))).squeeze(-1).float()
+        # a fresh tensor, not a view of fc2's output: FSDP2 hooks the root's output for its backward
+        return self.fc2(self.act(self.fc1(hidden)))[..., 0].float().clone()
 
 
 class OpenVLAValueModel(nn.Module):
