@@ -33,3 +33,19 @@ def ray_session():
     yield ray
     if started_here:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_rank_group():
+    """A 1-rank gloo process group for one test module (FSDP2 and the checkpoint code need one)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from verl.single_controller.base.worker import get_free_port
+
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{get_free_port()}", rank=0, world_size=1,
+                            timeout=timedelta(seconds=120))
+    yield
+    dist.destroy_process_group()

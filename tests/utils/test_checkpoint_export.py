@@ -8,14 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
-from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from verl.models.openvla_oft import OpenVLAProcessor, apply_lora, load_openvla_checkpoint
@@ -198,17 +195,6 @@ def test_push_to_hub_uploads_the_folder(monkeypatch, release):
 
 
 # ------------------------------------------------------------------------------------------------ LoRA
-@pytest.fixture
-def one_rank_group():
-    from verl.single_controller.base.worker import get_free_port
-
-    assert not dist.is_initialized()
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{get_free_port()}", rank=0, world_size=1,
-                            timeout=timedelta(seconds=120))
-    yield
-    dist.destroy_process_group()
-
-
 def test_lora_step_exports_merged_weights_and_a_peft_adapter(one_rank_group, tmp_path):
     """A LoRA step saved by the actor's own checkpoint code -> merged bf16 weights + lora_adapter/, which
     peft loads onto the base model and merges to the same weights."""

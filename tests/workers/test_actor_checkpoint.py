@@ -5,20 +5,17 @@ the file named (a missing rank shard, a world-size mismatch, a corrupt shard).""
 from __future__ import annotations
 
 import random
-from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from test_dp_actor import settings, synthetic_batch
 from verl.models.openvla_oft import OpenVLAProcessor, load_openvla_checkpoint
 from verl.models.openvla_oft.tiny import make_tiny_checkpoint
-from verl.single_controller.base.worker import get_free_port
 from verl.utils import fsdp_utils
 from verl.workers import trajectory as tj
 from verl.workers.actor.dp_actor import DataParallelPPOActor
@@ -28,16 +25,6 @@ from verl.workers.policy_inputs import PolicyInputBuilder
 
 OPTIM = {"lr": 1e-3, "warmup_style": "cosine", "lr_warmup_steps": 4, "lr_warmup_steps_ratio": 0.0,
          "min_lr_ratio": 0.1}  # the LR changes every step: a schedule restored at step 0 shows
-
-
-@pytest.fixture(scope="module")
-def one_rank_group():
-    """A 1-rank gloo process group for this module only (FSDP2 and the checkpoint code need one)."""
-    assert not dist.is_initialized()
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{get_free_port()}", rank=0, world_size=1,
-                            timeout=timedelta(seconds=120))
-    yield
-    dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,11 @@ one (whose file holds only the adapters and the value head)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -18,7 +16,6 @@ from test_dp_critic import batch_of
 from verl.models.openvla_oft import OpenVLAProcessor, apply_lora, load_openvla_checkpoint
 from verl.models.openvla_oft.tiny import make_tiny_checkpoint
 from verl.models.openvla_oft.value_model import OpenVLAValueModel
-from verl.single_controller.base.worker import get_free_port
 from verl.utils import fsdp_utils
 from verl.workers import trajectory as tj
 from verl.workers.checkpoint import CRITIC_DIR, CRITIC_WEIGHTS, load_critic_checkpoint, save_critic_checkpoint
@@ -28,15 +25,6 @@ from verl.workers.policy_inputs import PolicyInputBuilder
 
 OPTIM = {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.01, "warmup_style": "cosine", "lr_warmup_steps": 3,
          "lr_warmup_steps_ratio": 0.0, "min_lr_ratio": 0.1, "total_training_steps": 10}
-
-
-@pytest.fixture(scope="module")
-def one_rank_group():
-    assert not dist.is_initialized()
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{get_free_port()}", rank=0, world_size=1,
-                            timeout=timedelta(seconds=120))
-    yield
-    dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,9 @@ import logging
 import math
 import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from verl.protocol import DataProto

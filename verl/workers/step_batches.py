@@ -59,6 +59,14 @@ def pad_pieces(pieces: list[torch.Tensor], total: int) -> list[torch.Tensor]:
     return pieces + [filler] * (max(total, 1) - len(pieces))
 
 
+def update_pieces(mini: DataProto, micro_batch_size: int, steps_per_forward: int,
+                  device: torch.device) -> tuple[list[torch.Tensor], int]:
+    """A mini-batch's forward/backward pieces, padded to the count every rank runs, and how many of
+    them are real (the rest are replays the caller weighs 0)."""
+    pieces = step_pieces(mini.batch[tj.NUM_STEPS], micro_batch_size, steps_per_forward)
+    return pad_pieces(pieces, pieces_on_all_ranks(len(pieces), device)), len(pieces)
+
+
 def episode_prompt(data: DataProto, episode: int) -> np.ndarray:
     """The episode's prompt ids; an empty prompt (BOS, "▁") for an episode that faulted before
     it had an instruction (only ever forwarded as a zero-weight replay: it must merely be finite)."""

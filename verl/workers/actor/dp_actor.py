@@ -20,10 +20,11 @@ from torch import nn
 from verl.models.openvla_oft import ACTION_TOKEN_BEGIN
 from verl.protocol import DataProto
 from verl.trainer.ppo import core_algos
-from verl.utils.fsdp_utils import clip_grad_norm, full_params_for_inference
+from verl.utils.fsdp_utils import full_params_for_inference
 from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
 from verl.workers import step_batches as sb
 from verl.workers import trajectory as tj
+from verl.workers.optim_step import optimizer_step, scheduler_step
 from verl.workers.policy_inputs import PolicyInputBuilder
 
 logger = logging.getLogger(__name__)
@@ -117,10 +118,7 @@ class DataParallelPPOActor:
                 mini = data[mini_ids]
                 mask = mini.batch[tj.RESPONSE_MASK].float()
                 weights = core_algos.token_loss_weights(mask, s.loss_agg_mode)  # [m, T*A]
-                pieces = sb.step_pieces(mini.batch[tj.NUM_STEPS], s.ppo_micro_batch_size, s.steps_per_forward)
-                num_real = len(pieces)
-                # zero-weight replays keep every rank's forward/backward count equal
-                pieces = sb.pad_pieces(pieces, sb.pieces_on_all_ranks(num_real, self.device))
+                pieces, num_real = sb.update_pieces(mini, s.ppo_micro_batch_size, s.steps_per_forward, self.device)
 
                 self.optimizer.zero_grad(set_to_none=True)
                 stats = defaultdict(float)
@@ -148,17 +146,8 @@ class DataParallelPPOActor:
                     stats["entropy"] += (entropy.detach() * piece_mask).sum().item() / valid_tokens.item()
                     for name in ("pg_clipfrac", "ppo_kl", "pg_clipfrac_lower"):
                         stats[name] += (pg_metrics[name] * share).item()
-                grad_norm = clip_grad_norm(self.model, s.grad_clip)
-                if torch.isfinite(grad_norm):
-                    self.optimizer.step()
-                else:
-                    logger.warning("non-finite grad norm %s: skipping this optimizer step", grad_norm.item())
-                    metrics["actor/skipped_steps"].append(1.0)
-                self.optimizer.zero_grad(set_to_none=True)
                 for name, value in stats.items():
                     metrics[f"actor/{name}"].append(value)
-                metrics["actor/grad_norm"].append(grad_norm.item())
-        if self.lr_scheduler is not None:
-            metrics["actor/lr"].append(self.lr_scheduler.get_last_lr()[0])
-            self.lr_scheduler.step()
+                optimizer_step(self.model, self.optimizer, s.grad_clip, metrics, "actor")
+        scheduler_step(self.lr_scheduler, metrics, "actor")
         return dict(metrics)

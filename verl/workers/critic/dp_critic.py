@@ -20,9 +20,10 @@ from torch import nn
 
 from verl.protocol import DataProto
 from verl.trainer.ppo import core_algos
-from verl.utils.fsdp_utils import clip_grad_norm, full_params_for_inference
+from verl.utils.fsdp_utils import full_params_for_inference
 from verl.workers import step_batches as sb
 from verl.workers import trajectory as tj
+from verl.workers.optim_step import optimizer_step, scheduler_step
 from verl.workers.policy_inputs import PolicyInputBuilder
 
 
@@ -79,9 +80,7 @@ class DataParallelPPOCritic:
                 mini = data[mini_ids]
                 mask = tj.step_mask(mini.batch[tj.RESPONSE_MASK], tokens_per_step)  # [m, T]
                 weights = core_algos.token_loss_weights(mask, core_algos.LossAggMode.TOKEN_MEAN.value)  # each call equal
-                pieces = sb.step_pieces(mini.batch[tj.NUM_STEPS], s.ppo_micro_batch_size, s.steps_per_forward)
-                num_real = len(pieces)
-                pieces = sb.pad_pieces(pieces, sb.pieces_on_all_ranks(num_real, self.device))
+                pieces, num_real = sb.update_pieces(mini, s.ppo_micro_batch_size, s.steps_per_forward, self.device)
                 self.optimizer.zero_grad(set_to_none=True)
                 stats = defaultdict(float)
                 valid = mask.sum().clamp(min=1.0)
@@ -100,16 +99,8 @@ class DataParallelPPOCritic:
                     stats["vf_loss"] += loss.item()
                     stats["vf_clipfrac"] += loss_metrics["vf_clipfrac"].item() * share
                     stats["vpred_mean"] += (vpreds.detach().float() * piece_mask).sum().item() / valid.item()
-                grad_norm = clip_grad_norm(self.model, s.grad_clip)
-                if torch.isfinite(grad_norm):
-                    self.optimizer.step()
-                else:
-                    metrics["critic/skipped_steps"].append(1.0)
-                self.optimizer.zero_grad(set_to_none=True)
                 for name, value in stats.items():
                     metrics[f"critic/{name}"].append(value)
-                metrics["critic/grad_norm"].append(grad_norm.item())
-        if self.lr_scheduler is not None:
-            metrics["critic/lr"].append(self.lr_scheduler.get_last_lr()[0])
-            self.lr_scheduler.step()
+                optimizer_step(self.model, self.optimizer, s.grad_clip, metrics, "critic")
+        scheduler_step(self.lr_scheduler, metrics, "critic")
         return dict(metrics)
