@@ -180,7 +180,7 @@ def rl_command(args: argparse.Namespace, run: Path, sft_ckpt: Path) -> list[str]
         "trainer.device=cpu", "trainer.n_gpus_per_node=1", f"trainer.total_training_steps={args.rl_steps}",
         f"trainer.test_freq={args.test_freq}", "trainer.val_before_train=True", "trainer.save_freq=-1",
         "trainer.logger=[console]", f"trainer.seed={args.seed}", f"trainer.default_local_dir={run / 'rl'}",
-        "trainer.project_name=cold_start", "trainer.experiment_name=grpo",
+        "trainer.project_name=cold_start", "trainer.experiment_name=grpo", *args.rl_override,
     ]
 
 
@@ -206,6 +206,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-warmup-steps", type=int, default=2, help="RL steps of linear LR warm-up (Adam's first steps are sign steps)")
     p.add_argument("--rl-mini-batches", type=int, default=4,
                    help="optimizer steps per RL step (PPO mini-batches); with more than one, the clip acts")
+    p.add_argument("--rl-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Hydra override for the RL stage (repeatable; last wins), e.g. algorithm.adv_estimator=gae")
     p.add_argument("--rl-ppo-epochs", type=int, default=1, help="passes over each step's episodes (more policy change per env step)")
     p.add_argument("--rl-temperature", type=float, default=1.0, help="1.6 is the reference's for a 7B policy; far too random for a tiny one")
     p.add_argument("--prompts-per-step", type=int, default=6)

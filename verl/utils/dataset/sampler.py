@@ -55,6 +55,12 @@ class StatefulSampler:
             self.position += count
         return out
 
+    def observe(self, task_ids: Any, success: Any) -> None:
+        """Outcomes do not change a uniform order (the curriculum sampler's hook)."""
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
                 "data_len": self.data_len, "shuffle": self.shuffle}
