@@ -7,6 +7,7 @@
 #   CKPT_PATH        checkpoint root     DATASET_NAME    libero_spatial (VLA-RL's ablation suite) | libero_object | ...
 #   NUM_GPUS         GPUs per node (8)   NUM_NODES       nodes (1)
 #   ALIGN_PATH       align.json (Ray runtime env: WANDB_API_KEY, MUJOCO_GL, ...)
+# Reward 1 on success (VLA-RL's scale, which its value clip of 0.2 assumes; SimpleVLA-RL uses 5).
 # Values the issue does not fix are ours: 64 episodes per step (one per prompt: PPO needs no group),
 # two actor / critic mini-batches per step, critic backbone from the same checkpoint with its own LoRA.
 # Any Hydra override can be appended, e.g. data.curriculum.enable=False (VLA-RL's "without curriculum").
@@ -50,6 +51,7 @@ python -u -m verl.trainer.main_ppo \
     algorithm.adv_estimator=gae \
     algorithm.gamma=0.99 \
     algorithm.lam=0.95 \
+    verifier.reward_coef=1 \
     critic.model.lora_rank=32 \
     critic.model.enable_gradient_checkpointing=True \
     critic.optim.lr=5e-5 \

@@ -89,3 +89,22 @@ def test_randomised_layouts_keep_targets_apart():
 def test_unknown_benchmark_lists_valid_names():
     with pytest.raises(ValueError, match="libero.*reach.*robotwin2"):
         make_adapter("mujoco_soccer", None)
+
+
+def test_per_target_distances_make_targets_of_different_difficulty():
+    """env.reach.target_distance=[near, far]: a random walk reaches the near target often and the far
+    one rarely (the curriculum test's two difficulties), and a wrong-length list is refused."""
+    cfg = ReachConfig(num_targets=2, target_distance=[0.3, 0.75], max_episode_steps=8, step_size=0.25)
+    layout = reach_layout(cfg, 0, 0)
+    np.testing.assert_allclose(np.linalg.norm(layout.targets, axis=1), [0.3, 0.75])
+    adapter, rng = ReachAdapter(reach=cfg), np.random.default_rng(0)
+    rates = []
+    for task in (0, 1):
+        wins = 0
+        for trial in range(200):
+            adapter.reset(spec(task, trial))
+            wins += any(adapter.step(rng.uniform(-1, 1, 7), render=False)[2] for _ in range(8))
+        rates.append(wins / 200)
+    assert rates[0] > 0.25 and rates[1] < 0.12, rates
+    with pytest.raises(ValueError, match="target_distance"):
+        ReachConfig(num_targets=2, target_distance=[0.3, 0.5, 0.7])

@@ -81,5 +81,6 @@ def test_vla_rl_ppo_recipe_validates_with_the_papers_settings(tmp_path):
     assert (cfg.algorithm.adv_estimator, cfg.algorithm.gamma, cfg.algorithm.lam) == ("gae", 0.99, 0.95)
     assert (a.actor.clip_ratio_low, a.actor.clip_ratio_high, c.cliprange_value, c.warmup_steps) == (0.2, 0.2, 0.2, 5)
     assert cfg.data.curriculum.enable is True and cfg.data.task_suite_name == "libero_spatial"
+    assert cfg.verifier.reward_coef == 1
     assert c.model.path == str(ckpt)  # the critic's backbone: the actor's checkpoint
     assert cfg.trainer.default_local_dir == f"{tmp_path}/ckpt/VLA-RL/ppo"

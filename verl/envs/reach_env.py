@@ -46,7 +46,7 @@ class ReachConfig:
 
     num_targets: int = REACH_NUM_TASKS_DEFAULT  # tasks = one per target colour
     randomize_positions: bool = False  # False: targets on a fixed circle, only the start jitters
-    target_distance: float = 0.5  # radius of the fixed circle of targets
+    target_distance: float | list[float] = 0.5  # radius of the fixed circle; one per target: targets of different difficulty
     success_radius: float = 0.2
     step_size: float = 0.1  # world units moved per step at |action| = 1
     start_jitter: float = 0.1  # per-trial uniform jitter of the agent's start around the centre
@@ -60,9 +60,13 @@ class ReachConfig:
             raise ValueError(
                 f"reach.num_targets={self.num_targets} must be in [1, {len(TARGET_COLORS)}]"
             )
-        for key in ("success_radius", "step_size", "target_distance", "target_draw_radius"):
+        for key in ("success_radius", "step_size", "target_draw_radius"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"reach.{key}={getattr(self, key)} must be > 0")
+        distances = np.atleast_1d(np.asarray(self.target_distance, dtype=np.float64))
+        if len(distances) not in (1, self.num_targets) or (distances <= 0).any():
+            raise ValueError(f"reach.target_distance={self.target_distance} must be a number > 0 or one per target "
+                             f"({self.num_targets} numbers > 0)")
         if self.max_episode_steps < 1 or self.image_size < 16:
             raise ValueError(
                 f"reach.max_episode_steps={self.max_episode_steps} must be >= 1 and "
@@ -98,7 +102,8 @@ def reach_layout(cfg: ReachConfig, task_id: int, trial_id: int, seed: int = 0) -
         targets = _sample_separated_points(rng, cfg.num_targets, min_dist=2.5 * cfg.success_radius)
     else:
         angles = np.pi / 4 + 2 * np.pi * np.arange(cfg.num_targets) / cfg.num_targets
-        targets = cfg.target_distance * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        distances = np.atleast_1d(np.asarray(cfg.target_distance, dtype=np.float64))[:, None]  # [1 or K, 1]
+        targets = distances * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     agent_start = rng.uniform(-cfg.start_jitter, cfg.start_jitter, size=2)
     return ReachLayout(targets=targets, agent_start=agent_start, target_index=task_id)
 

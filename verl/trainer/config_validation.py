@@ -281,6 +281,12 @@ def _validate_env(cfg: DictConfig) -> None:
     _int_at_least(cfg, "env.reach.max_episode_steps", 1)
     _number_in(cfg, "env.reach.success_radius", 0.0, float("inf"), low_open=True)
     _number_in(cfg, "env.reach.step_size", 0.0, float("inf"), low_open=True)
+    distance = _get(cfg, "env.reach.target_distance")
+    distances = list(distance) if isinstance(distance, (list, tuple, ListConfig)) else [distance]
+    _require(len(distances) in (1, cfg.env.reach.num_targets)
+             and all(isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0 for d in distances),
+             "env.reach.target_distance", distance,
+             f"a number > 0, or a list of {cfg.env.reach.num_targets} numbers > 0 (one per target)")
 
 
 def needs_critic(cfg: DictConfig) -> bool:
