@@ -199,7 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--llm-layers", type=int, default=4, help="decoder layers of the small model (2 cannot separate the 56 action slots)")
     p.add_argument("--llm-hidden", type=int, default=128, help="decoder width of the small model")
     p.add_argument("--qk-init-std", type=float, default=0.1, help="init std of the decoder's query/key projections (see tiny.py)")
-    p.add_argument("--rl-steps", type=int, default=6)
+    p.add_argument("--rl-steps", type=int, default=10)
     p.add_argument("--rl-lr", type=float, default=1e-4,
                    help="measured: 2e-4 with one Adam step per RL step collapsed the policy in 3 steps; 2e-5 and 1e-4 "
                         "(4 mini-batches, warm-up) were stable but did not lift held-out success in 2 steps")
@@ -208,12 +208,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="optimizer steps per RL step (PPO mini-batches); with more than one, the clip acts")
     p.add_argument("--rl-override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Hydra override for the RL stage (repeatable; last wins), e.g. algorithm.adv_estimator=gae")
-    p.add_argument("--rl-ppo-epochs", type=int, default=1, help="passes over each step's episodes (more policy change per env step)")
+    p.add_argument("--rl-ppo-epochs", type=int, default=2, help="passes over each step's episodes (more policy change per env step; 2 lifted held-out 0.35 -> 0.60 in 10 steps)")
     p.add_argument("--rl-temperature", type=float, default=1.0, help="1.6 is the reference's for a 7B policy; far too random for a tiny one")
     p.add_argument("--prompts-per-step", type=int, default=6)
     p.add_argument("--max-sample-rounds", type=int, default=1, help="rollout rounds per step to fill the batch with mixed groups")
     p.add_argument("--n-samples", type=int, default=8)
-    p.add_argument("--test-freq", type=int, default=3)
+    p.add_argument("--test-freq", type=int, default=5)
     p.add_argument("--max-env-steps", type=int, default=300, help="episode budget (the expert needs ~130 steps)")
     p.add_argument("--env-workers", type=int, default=2)
     p.add_argument("--envs-per-worker", type=int, default=4)
