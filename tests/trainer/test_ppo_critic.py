@@ -129,7 +129,8 @@ def test_curriculum_draws_the_unsolved_target_more_often(random_policy, tmp_path
 @pytest.mark.slow
 def test_ppo_with_critic_improves_greedy_success_on_reach(tmp_path):
     """The GRPO learning test's task and seeds, with PPO + a learned critic (+ 2 warm-up steps):
-    greedy success from <= 0.3 to >= 0.7. Steps and wall time to 0.7 are printed for the note."""
+    greedy success from <= 0.3 to >= 0.7 by step 12 (18 steps measured 0.0 at steps 0-9, 1.0 at 12-18;
+    docs/benchmarks/learning_reach_grpo_vs_ppo.json). Steps and wall time to 0.7 are printed."""
     sft = reach_sft(tmp_path / "sft", targets=1, speed="0.16")
     run_dir = tmp_path / "run"
     start = time.time()
@@ -139,7 +140,7 @@ def test_ppo_with_critic_improves_greedy_success_on_reach(tmp_path):
         "data.train_batch_size=8", "data.n_samples=8", "data.num_trials_per_task=16", "data.val_batch_size=64",
         "actor_rollout_ref.actor.ppo_mini_batch_size=64", "actor_rollout_ref.actor.ppo_micro_batch_size=8",
         "actor_rollout_ref.actor.traj_mini_batch_size=32", "actor_rollout_ref.rollout.log_prob_micro_batch_size=64",
-        "env.envs_per_worker=8", "trainer.total_training_steps=18", "trainer.test_freq=3", "trainer.save_freq=-1",
+        "env.envs_per_worker=8", "trainer.total_training_steps=12", "trainer.test_freq=3", "trainer.save_freq=-1",
         "trainer.val_before_train=True", "trainer.seed=1",
     ), timeout=1200)
     wall = time.time() - start
@@ -148,5 +149,5 @@ def test_ppo_with_critic_improves_greedy_success_on_reach(tmp_path):
     reached = min((s for s, v in curve.items() if v >= 0.7), default=None)
     print("PPO + critic greedy validation success by step:", curve, f"first >= 0.7 at step {reached}, wall {wall:.0f} s")
     assert curve[0] <= 0.3
-    assert curve[18] >= 0.7
-    assert metrics[18]["critic/vf_explained_var"] > 0.0  # the value model predicts better than a constant
+    assert curve[12] >= 0.7
+    assert metrics[12]["critic/vf_explained_var"] > 0.0  # the value model predicts better than a constant
