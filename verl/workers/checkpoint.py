@@ -206,7 +206,7 @@ def save_critic_checkpoint(worker, directory: str) -> None:
 def load_critic_checkpoint(worker, directory: str) -> None:
     """Restore what `save_critic_checkpoint` wrote (the backbone of a LoRA critic stays as loaded
     from critic.model.path at start-up)."""
-    from verl.models.openvla_oft.checkpoint import _load_safetensors_file
+    from verl.models.openvla_oft.checkpoint import load_safetensors_file
 
     checkpoint = Path(directory)
     path = checkpoint / CRITIC_DIR
@@ -214,7 +214,7 @@ def load_critic_checkpoint(worker, directory: str) -> None:
 
     def read_files() -> tuple[dict[str, torch.Tensor], dict]:
         saved = _read_rank_state(worker, path / CRITIC_STATE_DIR, checkpoint)
-        return (_load_safetensors_file(path / CRITIC_WEIGHTS) if worker.rank == 0 else {}), saved
+        return (load_safetensors_file(path / CRITIC_WEIGHTS) if worker.rank == 0 else {}), saved
 
     weights, saved = all_ranks_succeed(f"reading the critic's checkpoint {path}", read_files)
     fsdp_utils.load_full_state_dict(worker.model, weights, strict=not lora)

@@ -52,7 +52,8 @@ def module_key_to_checkpoint_key(key: str) -> str:
     return key
 
 
-def _load_safetensors_file(path: Path) -> dict[str, torch.Tensor]:
+def load_safetensors_file(path: Path) -> dict[str, torch.Tensor]:
+    """One safetensors file; a missing or unreadable file raises one error naming it."""
     if not path.is_file():
         raise FileNotFoundError(f"weight file {path} is missing")
     try:
@@ -68,7 +69,7 @@ def read_checkpoint_weights(directory: str | Path) -> dict[str, torch.Tensor]:
     if not index_path.is_file():
         single = directory / SINGLE_WEIGHTS_NAME
         if single.is_file():
-            return _load_safetensors_file(single)
+            return load_safetensors_file(single)
         raise FileNotFoundError(f"{directory} has neither {WEIGHTS_INDEX_NAME} nor {SINGLE_WEIGHTS_NAME}")
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
@@ -76,7 +77,7 @@ def read_checkpoint_weights(directory: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{index_path} is not a valid safetensors index with a 'weight_map' ({err})") from err
     tensors: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
-        shard_tensors = _load_safetensors_file(directory / shard)
+        shard_tensors = load_safetensors_file(directory / shard)
         expected = {k for k, v in weight_map.items() if v == shard}
         missing = sorted(expected - set(shard_tensors))
         if missing:
