@@ -18,8 +18,8 @@
 # prediction for the same settings (so one run also checks the memory model on a real GPU).
 # Budget: under 10 minutes on one H100-class GPU (checkpoint creation ~1 min, Ray + env start
 # ~1 min, 2 steps of 8 episodes x 64 env steps, a ~13 GB final checkpoint); main_ppo is killed at
-# 540 s. --cpu-dry-run: tiny model, reach, trainer.device=cpu, fp32; proves the script end to end
-# except for CUDA (tests/scripts/test_gpu_smoke.py runs it).
+# 540 s. --cpu-dry-run: tiny model, reach, trainer.device=cpu, the same bf16 mixed-precision policy
+# on gloo; proves the script end to end except for CUDA (tests/scripts/test_gpu_smoke.py runs it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python}
@@ -52,7 +52,7 @@ if [ "$DRY_RUN" = 1 ]; then
     OUT=${OUT:-$ROOT/runs/gpu_smoke_cpu_dry_run}
     SIZE=()  # the tiny default sizes
     TASK=${TASK:-reach}
-    DEVICE=(trainer.device=cpu actor_rollout_ref.model.dtype=auto trainer.ray_num_cpus=3)
+    DEVICE=(trainer.device=cpu actor_rollout_ref.model.dtype=bfloat16 trainer.ray_num_cpus=3)
 else
     MODE=gpu
     OUT=${OUT:-$ROOT/runs/gpu_smoke}
@@ -171,7 +171,7 @@ try:
     repo = Path(os.environ["VERL_ROOT"])
     spec = importlib.util.spec_from_file_location("memory_plan", repo / "scripts" / "memory_plan.py")
     mp = importlib.util.module_from_spec(spec); sys.modules["memory_plan"] = mp; spec.loader.exec_module(mp)
-    settings = mp.RunSettings(gpus=1, dtype="bfloat16" if mode == "gpu" else "float32",
+    settings = mp.RunSettings(gpus=1, dtype="bfloat16",
                               device="cuda" if mode == "gpu" else "cpu", optimizer_offload=mode == "gpu",
                               rollout_rows=8 if task == "libero" else 4, log_prob_micro_batch_size=32,
                               traj_mini_batch_size=16, episodes_per_gpu=8,

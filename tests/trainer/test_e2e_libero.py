@@ -31,10 +31,14 @@ def libero_overrides(ckpt, run_dir, *extra):
 
 
 @pytest.mark.slow
-def test_libero_train_validate_checkpoint_resume(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_libero_train_validate_checkpoint_resume(tmp_path, dtype):
+    """fp32 (the CPU default) and bf16: the GPU's mixed-precision policy (bf16 gathers and compute,
+    fp32 master weights and gradient reduction) running on CPU."""
     ckpt = make_tiny_checkpoint(tmp_path / "tiny", seed=0)
     run_dir = tmp_path / "run"
-    proc = run_main(libero_overrides(ckpt, run_dir, "trainer.total_training_steps=2"), timeout=1500)
+    dtype_key = f"actor_rollout_ref.model.dtype={dtype}"
+    proc = run_main(libero_overrides(ckpt, run_dir, "trainer.total_training_steps=2", dtype_key), timeout=1500)
     metrics = read_metrics(run_dir)
     assert sorted(metrics) == [1, 2]
     missing = [m for m in REFERENCE_METRICS if m not in metrics[2]]
@@ -42,13 +46,18 @@ def test_libero_train_validate_checkpoint_resume(tmp_path):
     assert "─── step 2" in proc.stdout  # the console table
     assert metrics[2]["rollout/faulted_episodes"] == 0
     assert 1 <= metrics[1]["rollout/finish_step_mean"] <= 16
+    # the update's recompute of the rollout's log-probs: same weights, same dtype, so equal up to the
+    # kernels' batch-shape dependence (bf16 vs fp32 differ by <= 0.25, tests/workers/test_mixed_precision.py)
+    for step in (1, 2):
+        assert metrics[step]["rollout/old_vs_rollout_logprob_abs_diff"] <= 0.02
+        assert metrics[step]["rollout/old_vs_rollout_logprob_abs_diff_max"] <= 0.25
 
     step_dir = run_dir / "actor" / "global_step_2"
     assert (step_dir / "dataset_statistics.json").is_file() and (step_dir / "tokenizer.json").is_file()
     model = load_openvla_checkpoint(step_dir)  # evaluable alone
     assert model.num_action_tokens == 56
 
-    run_main(libero_overrides(ckpt, run_dir, "trainer.total_training_steps=3", "trainer.resume_mode=auto"),
+    run_main(libero_overrides(ckpt, run_dir, "trainer.total_training_steps=3", "trainer.resume_mode=auto", dtype_key),
              timeout=1500)
     resumed = read_metrics(run_dir)
     assert sorted(resumed) == [1, 2, 3]  # continued at step 3, did not redo steps 1-2

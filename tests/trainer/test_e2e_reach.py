@@ -24,13 +24,16 @@ def weights(step_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_exact_resume_after_kill(ckpt, tmp_path):
-    """3 steps straight == 2 steps, SIGKILL, resume: same step-3 metrics and weights."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_exact_resume_after_kill(ckpt, tmp_path, dtype):
+    """3 steps straight == 2 steps, SIGKILL, resume: same step-3 metrics and weights, in fp32 and
+    in bf16 (the GPU's mixed-precision policy on CPU: the fp32 master weights and AdamW state are
+    what is saved, so the resumed bf16 run is exact too)."""
     # LR warm-up over the 3 steps: a resumed run whose LR schedule restarted at step 0 logs (and
     # trains with) another actor/lr at step 3
     common = ("trainer.total_training_steps=3", "trainer.save_freq=2", "trainer.test_freq=3",
               "trainer.val_before_train=False", "data.filter_accuracy=True",
-              "actor_rollout_ref.actor.optim.lr_warmup_steps=3")
+              "actor_rollout_ref.actor.optim.lr_warmup_steps=3", f"actor_rollout_ref.model.dtype={dtype}")
     straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
     run_main(reach_overrides(ckpt, straight_dir, *common))
 
@@ -106,3 +109,30 @@ def test_resume_disable_refuses_to_overwrite_checkpoints(ckpt, tmp_path):
         proc_error = str(err)
     assert proc_error is not None and "trainer.resume_mode=disable" in proc_error and "overwrite" in proc_error
     assert "Traceback" not in proc_error and "Started a local Ray" not in proc_error
+
+
+@pytest.mark.slow
+def test_offload_and_gradient_checkpointing_leave_the_run_unchanged(ckpt, tmp_path):
+    """param_offload (FSDP2's CPUOffloadPolicy: sharded parameters, their gradients and the AdamW
+    step on the host, copied to the compute device per unit) and gradient checkpointing (activations
+    recomputed in the backward pass) change where tensors live and what is recomputed, never the
+    result: 2 steps with both on give the same metrics and weights as 2 steps with both off.
+    optimizer_offload is on in both runs: on a CPU run it has nothing to move (the host is the
+    device); its GPU path is exercised by scripts/gpu_smoke.sh."""
+    common = ("trainer.total_training_steps=2", "trainer.save_freq=2", "trainer.test_freq=2",
+              "trainer.val_before_train=False", "actor_rollout_ref.actor.fsdp_config.optimizer_offload=True")
+    plain_dir, flagged_dir = tmp_path / "plain", tmp_path / "flagged"
+    run_main(reach_overrides(ckpt, plain_dir, *common))
+    run_main(reach_overrides(ckpt, flagged_dir, *common, "actor_rollout_ref.actor.fsdp_config.param_offload=True",
+                             "actor_rollout_ref.model.enable_gradient_checkpointing=True"))
+    plain, flagged = read_metrics(plain_dir), read_metrics(flagged_dir)
+    for step in (1, 2):
+        a, b = deterministic(plain[step]), deterministic(flagged[step])
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (step, key)
+    wa = weights(plain_dir / "actor" / "global_step_2")
+    wb = weights(flagged_dir / "actor" / "global_step_2")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6, msg=key)

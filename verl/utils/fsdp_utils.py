@@ -37,9 +37,11 @@ def build_device_mesh(device_type: str) -> DeviceMesh:
     return init_device_mesh(device_type, (dist.get_world_size(),), mesh_dim_names=("fsdp",))
 
 
-def mixed_precision_policy(device_type: str, param_dtype: torch.dtype) -> MixedPrecisionPolicy | None:
-    """bf16 compute with fp32 gradient reduction on GPU; plain fp32 on CPU (no policy)."""
-    if device_type == "cpu" or param_dtype == torch.float32:
+def mixed_precision_policy(param_dtype: torch.dtype) -> MixedPrecisionPolicy | None:
+    """bf16 compute with fp32 gradient reduction, the same policy on GPU and on CPU (gloo carries
+    bf16 all-gathers and fp32 reduce-scatters), so a CPU run with model.dtype=bfloat16 exercises the
+    GPU's casts; None (plain fp32) when the parameters are fp32."""
+    if param_dtype == torch.float32:
         return None
     return MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, output_dtype=param_dtype)
 
@@ -60,7 +62,7 @@ def apply_fsdp2(
     built from them) on the CPU; FSDP2 offloads gradients together with parameters.
     """
     kwargs: dict = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
-    mp = mixed_precision_policy(mesh.device_type, param_dtype)
+    mp = mixed_precision_policy(param_dtype)
     if mp is not None:
         kwargs["mp_policy"] = mp
     if param_offload:

@@ -260,12 +260,12 @@ class RayPPOTrainer:
             gen.meta_info = {}  # per-round seeds must not block concatenating the rounds
             with timed("verify", timings):
                 success = gen.batch[tj.COMPLETE].numpy().astype(np.float64)
-                pre_filter_success.append(gen.batch[tj.COMPLETE])
-                ok = ~gen.batch[tj.FAULTED].numpy()
+                ok = ~gen.batch[tj.FAULTED].numpy()  # an env fault's episode is neither success nor failure
+                pre_filter_success.append(gen.batch[tj.COMPLETE][torch.from_numpy(ok)])
                 outcomes.append((gen.non_tensor_batch[tj.TASK_ID][ok], success[ok]))
                 if d.filter_accuracy:
                     keep, _ = core_algos.filter_groups_by_accuracy(
-                        success, gen.non_tensor_batch[tj.UID], d.accuracy_lower_bound, d.accuracy_upper_bound)
+                        success, gen.non_tensor_batch[tj.UID], d.accuracy_lower_bound, d.accuracy_upper_bound, valid=ok)
                     gen = gen[np.nonzero(keep)[0]]
             kept.append(gen)
             kept_groups += len(gen) // d.n_samples
@@ -276,10 +276,10 @@ class RayPPOTrainer:
         batch = batch[:rows]
         # the curriculum's success estimates learn from every unfaulted episode, kept by the filter or not
         self.sampler.observe(np.concatenate([t for t, _ in outcomes]), np.concatenate([o for _, o in outcomes]))
-        all_success = torch.cat(pre_filter_success).float()
+        all_success = torch.cat(pre_filter_success).float()  # the unfaulted episodes, kept or not
         counts = {key: float(np.sum(rollout_metrics.pop(key, []))) for key in ROLLOUT_COUNTS}
         metrics = {
-            "train_verify_score/all": all_success.mean().item(),
+            "train_verify_score/all": all_success.mean().item() if all_success.numel() else 0.0,
             "data/sample_rounds": float(rounds),
             "data/kept_groups": float(rows // d.n_samples),
             **reduce_metrics(rollout_metrics),
@@ -346,7 +346,10 @@ class RayPPOTrainer:
             "rollout/faulted_episodes_kept": batch.batch[tj.FAULTED].float().sum().item(),
         })
         log_ratio = (batch.batch[tj.OLD_LOG_PROBS] - batch.batch[tj.ROLLOUT_LOG_PROBS])[mask]
+        # the rollout's log-probs against the update's recompute of them (same weights): 0 up to the
+        # kernels' batch-shape dependence; a large value means rollout and training disagree (bf16 / GPU kernels)
         metrics["rollout/old_vs_rollout_logprob_abs_diff"] = log_ratio.abs().mean().item() if log_ratio.numel() else 0.0
+        metrics["rollout/old_vs_rollout_logprob_abs_diff_max"] = log_ratio.abs().max().item() if log_ratio.numel() else 0.0
         return metrics
 
     def _validate(self) -> dict[str, float]:
