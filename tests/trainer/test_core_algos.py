@@ -124,6 +124,21 @@ def test_filter_groups_inclusive_bounds():
     assert keep[8:24].all()
 
 
+def test_dynamic_sampling_rates_leave_faulted_episodes_out():
+    """An episode an env fault ended is neither a success nor a failure: [1, 0, fault, fault] is a
+    0.5 group (kept by [0.1, 0.9]), [1, fault, fault, fault] a 1.0 group (dropped), and a group
+    that faulted entirely has no rate (dropped)."""
+    success = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=float)
+    index = np.repeat([0, 1, 2], 4)
+    valid = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=bool)
+    keep, rates = ca.filter_groups_by_accuracy(success, index, 0.1, 0.9, valid=valid)
+    assert rates[0] == 0.5 and rates[1] == 1.0 and np.isnan(rates[2])
+    assert keep.tolist() == [True] * 4 + [False] * 8
+    # without the mask, faults would count as failures: group 1 would look like a 0.25 group and be kept
+    keep_unmasked, _ = ca.filter_groups_by_accuracy(success, index, 0.1, 0.9)
+    assert keep_unmasked[4:8].all()
+
+
 def test_kl_estimators():
     lp = torch.log(torch.tensor([0.5]))
     ref = torch.log(torch.tensor([0.25]))

@@ -200,19 +200,24 @@ def gae_estimator(inputs: AdvantageInputs, cfg: Any) -> AdvantageOutputs:
 
 
 def filter_groups_by_accuracy(
-    success: np.ndarray, index: np.ndarray, lower: float, upper: float
+    success: np.ndarray, index: np.ndarray, lower: float, upper: float, valid: np.ndarray | None = None
 ) -> tuple[np.ndarray, dict[object, float]]:
     """Dynamic sampling: keep trajectories whose group's success rate lies in [lower, upper].
 
     success: [B] 0/1 per trajectory; index: [B] group ids. Bounds are inclusive, as in the
     reference (8 samples with [0.1, 0.9] keep groups with 1..7 successes).
+    valid: [B] bool, the episodes that count (default all). An episode an env fault ended is
+    neither a success nor a failure: the rate is over the group's valid episodes, and a group
+    with none has rate NaN and is dropped.
     Returns (keep mask [B] bool, success rate per group id).
     """
     success = np.asarray(success, dtype=np.float64)
+    valid = np.ones(len(success), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     rates: dict[object, float] = {}
     for uid in dict.fromkeys(index.tolist()):
-        rates[uid] = float(success[index == uid].mean())
-    keep = np.array([lower <= rates[uid] <= upper for uid in index.tolist()], dtype=bool)
+        counted = (index == uid) & valid
+        rates[uid] = float(success[counted].mean()) if counted.any() else float("nan")
+    keep = np.array([lower <= rates[uid] <= upper for uid in index.tolist()], dtype=bool)  # NaN compares False
     return keep, rates
 
 
