@@ -4,14 +4,9 @@
 # Sourced, not run. Extra Hydra overrides given to the calling script are passed through.
 set -euo pipefail
 
-PROJECT_NAME=${PROJECT_NAME:-SimpleVLA-RL}
-EXPERIMENT_NAME=${EXPERIMENT_NAME:?export EXPERIMENT_NAME (the run name)}
-SFT_MODEL_PATH=${SFT_MODEL_PATH:?export SFT_MODEL_PATH (the OpenVLA-OFT SFT checkpoint directory)}
-CKPT_PATH=${CKPT_PATH:?export CKPT_PATH (where checkpoints go)}
-NUM_GPUS=${NUM_GPUS:-8}
-NUM_NODES=${NUM_NODES:-1}
-ALIGN_PATH=${ALIGN_PATH:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/align.json}
-export MUJOCO_GL=${MUJOCO_GL:-egl}
+DEFAULT_PROJECT_NAME=SimpleVLA-RL
+MODEL_KIND="OpenVLA-OFT SFT"
+source "$(dirname "${BASH_SOURCE[0]}")/launch_variables.sh"
 
 python -u -m verl.trainer.main_ppo \
     data.task_suite_name=$DATASET_NAME \

@@ -12,15 +12,10 @@
 # two actor / critic mini-batches per step, critic backbone from the same checkpoint with its own LoRA.
 # Any Hydra override can be appended, e.g. data.curriculum.enable=False (VLA-RL's "without curriculum").
 set -euo pipefail
-PROJECT_NAME=${PROJECT_NAME:-VLA-RL}
-EXPERIMENT_NAME=${EXPERIMENT_NAME:?export EXPERIMENT_NAME (the run name)}
-SFT_MODEL_PATH=${SFT_MODEL_PATH:?export SFT_MODEL_PATH (the OpenVLA checkpoint directory)}
-CKPT_PATH=${CKPT_PATH:?export CKPT_PATH (where checkpoints go)}
+DEFAULT_PROJECT_NAME=VLA-RL
+MODEL_KIND=OpenVLA
+source "$(dirname "${BASH_SOURCE[0]}")/launch_variables.sh"
 DATASET_NAME=${DATASET_NAME:-libero_spatial}
-NUM_GPUS=${NUM_GPUS:-8}
-NUM_NODES=${NUM_NODES:-1}
-ALIGN_PATH=${ALIGN_PATH:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/align.json}
-export MUJOCO_GL=${MUJOCO_GL:-egl}
 
 python -u -m verl.trainer.main_ppo \
     data.task_suite_name=$DATASET_NAME \

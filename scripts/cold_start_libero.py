@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         row = metrics[step]
         if "val/test_score/all" not in row:
             continue
-        per_task = {k.rsplit("/", 1)[1]: v for k, v in row.items() if k.startswith(f"val/task_score/{args.suite}/")}
+        prefix = f"val/test_score/{args.suite}/"  # per task: val/test_score/<suite>/<task_id>
+        per_task = {f"task_{k[len(prefix):]}": v for k, v in row.items() if k.startswith(prefix)}
         curve.append({"step": step, "heldout_success": row["val/test_score/all"], "per_task": per_task,
                       "episodes": row.get("val/episodes")})
     train_rows = [metrics[s] for s in sorted(metrics) if "rollout/env_steps_per_s" in metrics[s]]

@@ -57,11 +57,22 @@ def test_script_overrides_validate(script, dataset, suite, tmp_path):
     assert cfg.trainer.logger == ["console", "wandb"]
 
 
-def test_script_requires_its_variables(tmp_path):
+@pytest.mark.parametrize("script, missing, says", [
+    ("run_openvla_oft_rl_libero.sh", "EXPERIMENT_NAME", "EXPERIMENT_NAME (the run name)"),
+    ("run_openvla_rl_libero_ppo.sh", "EXPERIMENT_NAME", "EXPERIMENT_NAME (the run name)"),
+    ("run_openvla_oft_rl_twin2.sh", "SFT_MODEL_PATH", "the OpenVLA-OFT SFT checkpoint directory"),
+    ("run_openvla_rl_libero_ppo.sh", "SFT_MODEL_PATH", "the OpenVLA checkpoint directory"),
+    ("run_openvla_rl_libero_ppo.sh", "CKPT_PATH", "CKPT_PATH (where checkpoints go)"),
+])
+def test_script_requires_its_variables(tmp_path, script, missing, says):
+    """Every launch script checks the shared variables (examples/launch_variables.sh) before Python starts."""
     env = {k: v for k, v in os.environ.items() if k not in ("EXPERIMENT_NAME", "SFT_MODEL_PATH", "CKPT_PATH")}
-    proc = subprocess.run(["bash", str(ROOT / "examples" / "run_openvla_oft_rl_libero.sh")],
-                          capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode != 0 and "EXPERIMENT_NAME" in proc.stderr
+    env.update({k: "x" for k in ("EXPERIMENT_NAME", "SFT_MODEL_PATH", "CKPT_PATH") if k != missing})
+    env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    (tmp_path / "python").write_text("#!/bin/sh\necho python-started >&2\nexit 7\n")  # must never be reached
+    (tmp_path / "python").chmod(0o755)
+    proc = subprocess.run(["bash", str(ROOT / "examples" / script)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode != 0 and says in proc.stderr and "python-started" not in proc.stderr
 
 
 def test_vla_rl_ppo_recipe_validates_with_the_papers_settings(tmp_path):

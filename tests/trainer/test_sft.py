@@ -165,7 +165,7 @@ def test_sft_checkpoint_runs_in_main_ppo_with_the_same_greedy_result(demos_dir, 
               "env.num_workers=1", "env.envs_per_worker=2", "trainer.logger=[console]",
               f"trainer.default_local_dir={rl_dir}"], timeout=900)
     rl_metrics = read_metrics(rl_dir)[0]
-    for key in ("val/test_score/all", "val/task_score/libero_object/task_0", "val/task_score/libero_object/task_1",
+    for key in ("val/test_score/all", "val/test_score/libero_object/0", "val/test_score/libero_object/1",
                 "val/finish_step_mean", "val/episodes"):
         assert rl_metrics[key] == sft_metrics[key], key
     assert rl_metrics["val/episodes"] == 2

@@ -50,4 +50,4 @@ def test_libero_validation_keeps_the_suite_metric():
                      tj.DATA_SOURCE: np.array(["libero_10"] * 4, dtype=object)})
     metrics = success_tables(episodes)
     assert metrics["val/test_score/libero_10"] == 0.75 and metrics["val/test_score/all"] == 0.75
-    assert metrics["val/task_score/libero_10/task_0"] == 0.5
+    assert metrics["val/test_score/libero_10/0"] == 0.5

@@ -73,7 +73,7 @@ def test_report_metrics_table_and_files(tmp_path):
     m = report.metrics
     assert m["val/test_score/all"] == 0.5 and m["val/test_score/reach"] == 0.5
     assert m["val/test_score/reach/0"] == m["val/test_score/reach/2"] == 0.5  # trials 0..3: 0 and 2 succeed
-    assert m["val/task_score/reach/task_1"] == 0.5 and m["val/faulted_episodes"] == 3.0
+    assert m["val/test_score/reach/1"] == 0.5 and m["val/faulted_episodes"] == 3.0
 
     table = report.table()
     assert "validation at step 3: success 0.500 (6/12 episodes, 3 faulted)" in table

@@ -79,7 +79,7 @@ def greedy_episodes(worker_group: Any, dataset: Any, batch_size: int, seed: int,
 def success_tables(episodes: DataProto) -> dict[str, float]:
     """`val/test_score/<suite>`, `val/test_score/all`, `val/test_score/<data_source>` (RoboTwin:
     `<suite>_train_iid` and `<suite>_eval_ood`, as the reference), per task
-    `val/test_score/<suite>/<task_id>` and the same under its older name `val/task_score/<suite>/task_<id>`."""
+    `val/test_score/<suite>/<task_id>`."""
     complete = episodes.batch[tj.COMPLETE].numpy().astype(np.float64)
     by_task: dict[tuple[str, int], list[float]] = defaultdict(list)
     for ok, suite, task in zip(complete, episodes.non_tensor_batch[tj.TASK_SUITE_NAME],
@@ -93,7 +93,6 @@ def success_tables(episodes: DataProto) -> dict[str, float]:
     metrics.update({f"val/test_score/{suite}": rate for suite, rate in success_by_suite(episodes).items()})
     for (suite, task), values in sorted(by_task.items()):
         metrics[f"val/test_score/{suite}/{task}"] = float(np.mean(values))
-        metrics[f"val/task_score/{suite}/task_{task}"] = float(np.mean(values))  # read by scripts/cold_start_libero.py
     metrics["val/episodes"] = float(len(complete))
     metrics["val/finish_step_mean"] = float(episodes.batch[tj.FINISH_STEP].float().mean().item()) if len(complete) else 0.0
     metrics["val/faulted_episodes"] = float(episodes.batch[tj.FAULTED].float().sum().item())
