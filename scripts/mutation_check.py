@@ -41,6 +41,9 @@ ACTOR = "verl/workers/actor/dp_actor.py"
 WORKER = "verl/workers/fsdp_workers.py"
 TRAJ = "verl/workers/trajectory.py"
 ROLLOUT = "verl/workers/rollout/env_rollout.py"
+TWIN_ENV = "verl/envs/robotwin2_env.py"
+NORM = "verl/models/openvla_oft/normalization.py"
+FSDP = "verl/utils/fsdp_utils.py"
 REWARD = "verl/trainer/ppo/reward.py"
 SAMPLER = "verl/utils/dataset/sampler.py"
 CKPT = "verl/workers/checkpoint.py"
@@ -69,6 +72,10 @@ T_SAMPLER = ("tests/dataset/test_sampler.py", "tests/dataset/test_rob_dataset.py
 T_SAMPLER_RESUME = ("tests/dataset/test_rob_dataset.py", "tests/trainer/test_checkpointing.py", "-k", "sampler")
 T_ROBOTWIN = ("tests/workers/test_worker_settings.py", "tests/envs/test_robotwin2_env.py", "-k", "robotwin or rl_worker")
 T_RAY_ROLLOUT = ("tests/workers/test_fsdp_worker.py", "-k", "well_formed")
+T_ROBOTWIN_ENV = ("tests/envs/test_robotwin2_env.py",)
+T_MIXED_PRECISION = ("tests/workers/test_mixed_precision.py", "-k", "two_gloo_ranks")
+T_ROBOTWIN_STATS = ("tests/models/test_robotwin_statistics.py",)
+T_ROBOTWIN_OBS = ("tests/models/test_robotwin_observation.py",)
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "k2 twice as large"),
     Mutation("kl/adaptive_clip", CORE, "np.clip(current_kl / self.target - 1, -0.2, 0.2)",
              "np.clip(current_kl / self.target - 1, -0.1, 0.1)", T_CORE, "adaptive KL moves at half speed"),
+    Mutation("sampling/faults_count_as_failures", CORE, "counted = (index == uid) & valid", "counted = index == uid",
+             T_CORE, "dynamic sampling rates a group with its faulted episodes as failures"),
     Mutation("sampling/filter_exclusive_bounds", CORE, "lower <= rates[uid] <= upper", "lower < rates[uid] < upper",
              T_CORE, "dynamic sampling drops groups on the bounds"),
     # ---------------------------------------------------------------- advantage
@@ -196,6 +205,24 @@ MUTATIONS: tuple[Mutation, ...] = (
              "every step attributed to episode 0"),
     Mutation("mask/finish_step_overwritten", ROLLOUT, "ep.finish_step += res.steps_taken",
              "ep.finish_step = res.steps_taken", T_RAY_ROLLOUT, "finish_step counts only the last chunk"),
+    Mutation("fsdp/bf16_reduces_in_bf16", FSDP, "return MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32,",
+             "return MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=param_dtype,", T_MIXED_PRECISION,
+             "gradients averaged over ranks in bf16"),
+    Mutation("fsdp/bf16_policy_dropped", FSDP, "    if param_dtype == torch.float32:", "    if True:",
+             T_MIXED_PRECISION, "model.dtype=bfloat16 silently trains in fp32"),
+    # ---------------------------------------------------------------- RoboTwin 2.0 adapter and statistics
+    Mutation("robotwin/gripper_uneven_shares", TWIN_ENV,
+             "shares = [n_steps // n_targets + (1 if i < n_steps % n_targets else 0) for i in range(n_targets)]",
+             "shares = [n_steps // n_targets for i in range(n_targets)]", T_ROBOTWIN_ENV,
+             "a chunk's gripper schedule is shorter than its arm motion"),
+    Mutation("robotwin/gripper_jumps", TWIN_ENV, "values += np.linspace(stops[i], stops[i + 1], share + 1)[1:].tolist()",
+             "values += [stops[i + 1]] * share", T_ROBOTWIN_ENV, "the gripper jumps instead of moving linearly"),
+    Mutation("robotwin/success_not_checked_per_step", TWIN_ENV, "            if env.check_success():",
+             "            if False:", T_ROBOTWIN_ENV, "a success mid-chunk is missed"),
+    Mutation("robotwin/unnorm_prefix_kept", NORM, "candidates.append(unnorm_key[len(prefix):])",
+             "candidates.append(unnorm_key)", T_ROBOTWIN_STATS, "robotwin2_<task> statistics not found"),
+    Mutation("robotwin/proprio_unclipped", NORM, "return np.clip(np.where(mask, scaled, proprio), -1.0, 1.0)",
+             "return np.where(mask, scaled, proprio)", T_ROBOTWIN_STATS, "proprio outside [-1, 1] reaches the model"),
     # ---------------------------------------------------------------- sampler
     Mutation("sampler/same_order_every_epoch", SAMPLER,
              "return np.random.default_rng([self.seed, epoch]).permutation(self.data_len)",
