@@ -169,6 +169,14 @@ def test_sft_checkpoint_runs_in_main_ppo_with_the_same_greedy_result(demos_dir, 
                 "val/finish_step_mean", "val/episodes"):
         assert rl_metrics[key] == sft_metrics[key], key
     assert rl_metrics["val/episodes"] == 2
+    # both write the same validation report: per-episode records of the same held-out episodes
+    def episodes(run_dir, step):
+        rows = [json.loads(line) for line in (run_dir / "validation" / f"step_{step}" / "episodes.jsonl").read_text().splitlines()]
+        return sorted((r["suite"], r["task_id"], r["init_state"], r["success"], r["steps"]) for r in rows)
+    assert episodes(sft_dir, 2) == episodes(rl_dir, 0) and len(episodes(sft_dir, 2)) == 2
+    report = json.loads((sft_dir / "validation" / "step_2" / "report.json").read_text())
+    assert report["step"] == 2 and "after SFT step 2" in report["weights"]
+    assert report["success_rate"] == sft_metrics["val/test_score/all"]
 
 
 def test_demo_from_an_evaluation_init_state_is_refused_before_ray(tmp_path, init_ckpt, demos_dir, monkeypatch):

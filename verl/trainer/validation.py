@@ -214,3 +214,15 @@ def build_report(episodes: DataProto, step: int, weights: str, video_dir: Option
         for (suite, task), rows in sorted(groups.items())
     ]
     return ValidationReport(step=step, weights=weights, metrics=success_tables(episodes), tasks=tasks, episodes=records)
+
+
+def report_validation(episodes: DataProto, step: int, weights: str, run_dir: str, save_video: bool,
+                      tracking: Any = None) -> dict[str, float]:
+    """One validation's report, the same for RL and SFT: the per-task table on the console, the
+    files under <run_dir>/validation/step_<N>/, its videos to W&B / TensorBoard; its metrics."""
+    report = build_report(episodes, step, weights, video_dir=os.path.join(run_dir, "videos") if save_video else None)
+    written = report.write(run_dir)
+    logger.info("%s\nreport: %s", report.table(), written)
+    if tracking is not None:
+        tracking.log_videos(report.videos_by_task(), step=step)
+    return report.metrics

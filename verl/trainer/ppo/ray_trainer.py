@@ -11,7 +11,6 @@ compute, the driver owns data order and bookkeeping.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections import defaultdict
@@ -31,7 +30,7 @@ from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.reward import RobRewardManager
 from verl.trainer.run_checkpoints import RunCheckpoints
 from verl.trainer.worker_groups import make_resource_pool, start_worker_group, stop_worker_group
-from verl.trainer.validation import build_report, greedy_episodes, prompts_from_dataset
+from verl.trainer.validation import greedy_episodes, prompts_from_dataset, report_validation
 from verl.utils.tracking import Tracking
 from verl.workers import trajectory as tj
 
@@ -364,13 +363,8 @@ class RayPPOTrainer:
                                        max_videos_per_task=r.max_videos_per_task)
         weights = self.weights if self.global_steps == self.weights_step else \
             f"the policy after training step {self.global_steps} (the run started from {self.weights})"
-        report = build_report(episodes, self.global_steps, weights,
-                              video_dir=os.path.join(run_dir, "videos") if r.save_video else None)
-        written = report.write(run_dir)
-        logger.info("%s\nreport: %s", report.table(), written)
-        if self.tracking is not None:
-            self.tracking.log_videos(report.videos_by_task(), step=self.global_steps)
-        return {**report.metrics, "timing/testing": timings["testing"]}
+        metrics = report_validation(episodes, self.global_steps, weights, run_dir, r.save_video, self.tracking)
+        return {**metrics, "timing/testing": timings["testing"]}
 
     # ------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> None:

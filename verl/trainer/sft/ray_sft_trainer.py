@@ -25,7 +25,7 @@ from verl.trainer.config_validation import ConfigError, world_size
 from verl.trainer.ppo.ray_trainer import reduce_metrics
 from verl.trainer.run_checkpoints import RunCheckpoints
 from verl.trainer.worker_groups import start_worker_group, stop_worker_group
-from verl.trainer.validation import greedy_episodes, success_tables
+from verl.trainer.validation import greedy_episodes, report_validation
 from verl.utils.dataset import sft_dataset as sd
 from verl.utils.tracking import Tracking
 
@@ -52,6 +52,7 @@ class RaySFTTrainer:
         self.wg = None
         self.resource_pool = None
         self.progress: Optional[tqdm] = None
+        self.tracking: Optional[Tracking] = None  # set by fit(); evaluation videos go to it
         self._sampler_state: dict[str, Any] = self.sampler.state_dict()  # as of the last trained step
         self._prefetch: Optional[ThreadPoolExecutor] = None
 
@@ -122,7 +123,7 @@ class RaySFTTrainer:
     # ------------------------------------------------------------------------------ loop
     def fit(self) -> None:
         t = self.config.trainer
-        tracking = Tracking(t.project_name, t.experiment_name, [*t.logger, "file"],
+        tracking = self.tracking = Tracking(t.project_name, t.experiment_name, [*t.logger, "file"],
                             config=OmegaConf.to_container(self.config, resolve=True), wandb_mode=t.wandb_mode,
                             log_dir=t.default_local_dir)
         try:
@@ -201,9 +202,12 @@ class RaySFTTrainer:
         start = time.perf_counter()
         episodes = greedy_episodes(self.wg, self.eval_dataset, self.config.eval.batch_size,
                                    seed=self.config.trainer.seed, step=self.global_steps)
-        metrics = success_tables(episodes)
+        start_weights = self.config.actor_rollout_ref.model.path
+        weights = start_weights if self.global_steps == 0 else \
+            f"the policy after SFT step {self.global_steps} (the run started from {start_weights})"
+        metrics = report_validation(episodes, self.global_steps, weights, self.config.trainer.default_local_dir,
+                                    self.config.actor_rollout_ref.rollout.save_video, self.tracking)
         metrics["timing/testing"] = time.perf_counter() - start
-        logger.info("closed-loop evaluation at step %d: %s", self.global_steps, metrics)
         if self.progress is not None:
             self.progress.set_description("sft")
         return metrics
