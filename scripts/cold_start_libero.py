@@ -98,7 +98,17 @@ def measure_raw_limit(suite: str, tasks: list[int], workers: int, slots: int, ma
             "un-normalisation; physics every step, one agent-view render per chunk of 8, warm resets"}
 
 
-def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float, heldout: int) -> None:
+def rl_algorithm(command: list[str]) -> str:
+    """The RL stage's algorithm from its command line (the last override wins, as in Hydra)."""
+    estimator = "grpo"
+    for arg in command:
+        if arg.startswith("algorithm.adv_estimator="):
+            estimator = arg.split("=", 1)[1]
+    return {"grpo": "GRPO", "gae": "PPO + critic"}.get(estimator, estimator)
+
+
+def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float, heldout: int, algorithm: str,
+         compare: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,15 +116,20 @@ def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float,
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     steps = [p["step"] for p in curve]
-    ax.plot(steps, [p["heldout_success"] for p in curve], "o-", lw=2, color="k", label="all held-out episodes")
+    ax.plot(steps, [p["heldout_success"] for p in curve], "o-", lw=2, color="k", label=f"{algorithm}: all held-out episodes")
     for task in tasks:
         key = f"task_{task}"
-        ax.plot(steps, [p["per_task"].get(key, float("nan")) for p in curve], ".--", alpha=0.7, label=f"{suite} {key}")
+        ax.plot(steps, [p["per_task"].get(key, float("nan")) for p in curve], ".--", alpha=0.7, label=f"{algorithm}: {suite} {key}")
+    if compare is not None:
+        other = compare["curve"]
+        ax.plot([p["step"] for p in other], [p["heldout_success"] for p in other], "s-", lw=2, color="tab:red",
+                alpha=0.6, label=f"{compare['algorithm']}: all held-out episodes")
     ax.axhline(sft, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("GRPO step")
+    ax.set_xlabel("RL step")
     ax.set_ylabel(f"greedy success ({heldout} held-out episodes)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Cold start on LIBERO (CPU): SFT on a few demos, then GRPO")
+    versus = f" vs {compare['algorithm']}" if compare is not None else ""
+    ax.set_title(f"Cold start on LIBERO (CPU): SFT on a few demos, then {algorithm}{versus}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -228,6 +243,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"the ~40-minute first run: GRPO from the shipped SFT policy ({SHIPPED_SFT.relative_to(ROOT)}), "
                         "3 steps, held-out evaluation before and after; results under --run-dir only")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--compare", type=Path, default=None, metavar="RESULT_JSON",
+                   help="another run's result JSON from the same SFT checkpoint and held-out init states (checked), "
+                        "e.g. GRPO's beside PPO's: its curve is drawn beside this one, and its step-0 evaluation "
+                        "stands in for this run's when this run skipped it (greedy evaluation is deterministic)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write the JSON / PNG from what <run-dir> holds (e.g. an RL stage stopped early, "
                         "whose wall time was entered in stages.json by hand)")
@@ -294,6 +313,24 @@ def main(argv: list[str] | None = None) -> int:
         per_task = {f"task_{k[len(prefix):]}": v for k, v in row.items() if k.startswith(prefix)}
         curve.append({"step": step, "heldout_success": row["val/test_score/all"], "per_task": per_task,
                       "episodes": row.get("val/episodes")})
+    algorithm = rl_algorithm(stages.done.get("rl", {}).get("command", []))
+    compare = None
+    if args.compare is not None:
+        other = json.loads(args.compare.read_text())
+        missing = [k for k in ("sft_checkpoint", "heldout_init_states", "tasks", "suite", "curve") if k not in other]
+        if missing:
+            raise SystemExit(f"--compare {args.compare}: no {', '.join(missing)} (expected a result JSON this script wrote)")
+        same = (Path(other["sft_checkpoint"]).resolve() == Path(sft_ckpt).resolve()
+                and other["heldout_init_states"] == list(range(train_states, NUM_INIT_STATES))
+                and other["tasks"] == tasks and other["suite"] == args.suite)
+        if not same:
+            raise SystemExit(f"--compare {args.compare}: not the same SFT checkpoint, suite, tasks and held-out init "
+                             f"states as this run ({sft_ckpt})")
+        compare = {"file": str(args.compare), "curve": other["curve"],
+                   "algorithm": rl_algorithm(other.get("commands", {}).get("rl", []))}
+        if other["curve"] and other["curve"][0]["step"] == 0 and (not curve or curve[0]["step"] != 0):
+            curve.insert(0, {**other["curve"][0], "source": f"{args.compare} (same SFT checkpoint and held-out "
+                                                            "states; greedy evaluation is deterministic)"})
     train_rows = [metrics[s] for s in sorted(metrics) if "rollout/env_steps_per_s" in metrics[s]]
     rollout_rate = sum(r["rollout/env_steps_per_s"] for r in train_rows) / max(1, len(train_rows))
     sft_report = read_metrics(sft_dir) if (sft_dir / "metrics.jsonl").is_file() else {}
@@ -318,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         "raw_env_limit": raw,
         "rollout_vs_raw_limit": (rollout_rate / raw[f"{args.env_workers}_processes_all_cores"]["env_steps_per_s"]) if raw else None,
         "expert": expert,
+        "algorithm": algorithm,
+        "compared_with": None if compare is None else {"file": compare["file"], "algorithm": compare["algorithm"],
+                                                      "curve": [{k: p[k] for k in ("step", "heldout_success", "per_task")}
+                                                                for p in compare["curve"]]},
         "sft_checkpoint": str(sft_ckpt),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "commands": {name: stage["command"] for name, stage in stages.done.items()},
@@ -325,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     if curve:
-        plot(curve, tasks, args.suite, args.out.with_suffix(".png"), result["sft_heldout_success"], result["heldout_episodes"])
+        plot(curve, tasks, args.suite, args.out.with_suffix(".png"), result["sft_heldout_success"], result["heldout_episodes"],
+             algorithm, compare)
     log(f"held-out success: SFT {result['sft_heldout_success']} -> RL {result['rl_heldout_success']} "
         f"({result['heldout_episodes']} episodes); stages {pipeline_wall / 60:.1f} min; wrote {args.out}")
     log(f"script wall (this invocation): {(time.perf_counter() - started) / 60:.1f} min")

@@ -66,3 +66,39 @@ def test_init_checkpoint_flags_are_make_tiny_checkpoint_flags(tmp_path):
     args = script.parse_args(["--run-dir", str(tmp_path)])
     command = script.setup_commands(args, tmp_path)["init_checkpoint"]
     assert "--qk-init-std=0.1" in command and "--llm-hidden=128" in command and "--seed=0" in command
+
+
+def test_report_compares_runs_from_the_same_sft_policy(tmp_path):
+    """--report-only --compare: PPO's curve beside GRPO's, GRPO's step-0 evaluation standing in for
+    the step 0 PPO skipped (same checkpoint and held-out states); another checkpoint is refused."""
+    import json
+
+    script = load_script()
+    run = tmp_path / "ppo"
+    (run / "rl").mkdir(parents=True)
+    command = ["python", "-m", "verl.trainer.main_ppo", "actor_rollout_ref.model.path=/ckpt/sft",
+               "algorithm.adv_estimator=gae"]
+    (run / "stages.json").write_text(json.dumps({"rl": {"wall_s": 60.0, "command": command}}))
+    rows = [{"step": s, "val/test_score/all": v, "val/test_score/libero_object/0": v, "val/test_score/libero_object/1": v,
+             "val/episodes": 40.0} for s, v in ((6, 0.4), (12, 0.55))]
+    rows += [{"step": s, "train_verify_score/all": 0.3, "rollout/env_steps_per_s": 40.0} for s in range(1, 13)]
+    (run / "rl" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grpo = {"suite": "libero_object", "tasks": [0, 1], "sft_checkpoint": "/ckpt/sft",
+            "heldout_init_states": list(range(30, 50)), "commands": {"rl": ["algorithm.adv_estimator=grpo"]},
+            "curve": [{"step": 0, "heldout_success": 0.35, "per_task": {"task_0": 0.05, "task_1": 0.65}, "episodes": 40.0},
+                      {"step": 10, "heldout_success": 0.6, "per_task": {"task_0": 0.65, "task_1": 0.55}, "episodes": 40.0}]}
+    (tmp_path / "grpo.json").write_text(json.dumps(grpo))
+    out = tmp_path / "ppo.json"
+    argv = ["--run-dir", str(run), "--report-only", "--skip-raw-limit", "--out", str(out)]
+    assert script.main([*argv, "--compare", str(tmp_path / "grpo.json")]) == 0
+    result = json.loads(out.read_text())
+    assert result["algorithm"] == "PPO + critic" and result["compared_with"]["algorithm"] == "GRPO"
+    assert [(p["step"], p["heldout_success"]) for p in result["curve"]] == [(0, 0.35), (6, 0.4), (12, 0.55)]
+    assert "grpo.json" in result["curve"][0]["source"] and "source" not in result["curve"][1]
+    assert result["sft_heldout_success"] == 0.35 and result["rl_heldout_success"] == 0.55
+    assert out.with_suffix(".png").is_file()
+
+    grpo["sft_checkpoint"] = "/ckpt/another"
+    (tmp_path / "grpo.json").write_text(json.dumps(grpo))
+    with pytest.raises(SystemExit, match="not the same SFT checkpoint"):
+        script.main([*argv, "--compare", str(tmp_path / "grpo.json")])
