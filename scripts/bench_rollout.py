@@ -186,6 +186,53 @@ def memory_per_trajectory(batch) -> dict:
             "reference_MB": 77.0}
 
 
+def paired_efficiency(args, results: dict, ckpt: Path, specs: list, benchmark: str, model_cores, env_cores,
+                      action_stats: dict, all_cores, all_threads) -> int:
+    """Rounds of bare, engine stages=1, engine stages=2, ..., bare: every engine run's env steps/s over
+    the mean bare rate of the bare runs bracketing it, so the machine's drift over minutes (shared
+    VMs vary by 10-20%) cancels; the median over rounds is the figure."""
+    import torch
+
+    from verl.utils.cpu_affinity import set_process_affinity
+
+    def bare_rate() -> float:
+        r = bare_stepping(benchmark, specs, args.workers, args.envs_per_worker, args.max_steps, False, env_cores,
+                          action_stats)
+        print("bare:", json.dumps(r))
+        return r["env_steps_per_s"]
+
+    def engine(stages: int) -> dict:
+        try:
+            result, _ = rollout(benchmark, args.suite, specs, args.workers, args.envs_per_worker, args.max_steps,
+                                stages, ckpt, model_cores, env_cores, action_stats)
+        finally:
+            set_process_affinity(all_cores)
+            torch.set_num_threads(all_threads)
+        print(f"engine stages={stages}:", json.dumps(result))
+        return result
+
+    rounds, before = [], bare_rate()
+    for _ in range(args.paired_rounds):
+        runs = {stages: engine(stages) for stages in (1, 2)}
+        after = bare_rate()
+        reference = (before + after) / 2
+        rounds.append({"bare_before": before, "bare_after": after,
+                       **{f"stages{k}_env_steps_per_s": r["env_steps_per_s"] for k, r in runs.items()},
+                       **{f"stages{k}_efficiency": r["env_steps_per_s"] / reference for k, r in runs.items()},
+                       **{f"stages{k}_model_s": r["model_s"] for k, r in runs.items()}})
+        print("round:", json.dumps(rounds[-1]))
+        before = after
+    results["paired_rounds"] = rounds
+    for k in (1, 2):
+        results[f"stages{k}_efficiency_median"] = float(np.median([r[f"stages{k}_efficiency"] for r in rounds]))
+    results["bare_rate_spread"] = (max(r["bare_before"] for r in rounds + [{"bare_before": before}])
+                                   / min(r["bare_before"] for r in rounds + [{"bare_before": before}]))
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"efficiency vs bare, median of {len(rounds)} rounds: stages=1 {results['stages1_efficiency_median']:.3f}, "
+          f"stages=2 {results['stages2_efficiency_median']:.3f}; wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="libero_spatial")
@@ -199,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-cores", default="auto", help="auto | none | e.g. 1 or 1,2,3")
     parser.add_argument("--overlap-models", default="small,medium",
                         help=f"comma-separated models of the overlap runs, from {sorted(OVERLAP_MODELS)}")
+    parser.add_argument("--paired-rounds", type=int, default=0,
+                        help="only the drift-proof efficiency: N rounds of bare, engine (pipeline_stages=1), engine "
+                             "(pipeline_stages=2), bare ...; each engine run is compared with the mean of the bare runs "
+                             "just before and after it (no render-every-step or overlap runs)")
     parser.add_argument("--out", type=Path, default=Path("bench_rollout.json"))
     args = parser.parse_args(argv)
+    if args.paired_rounds < 0:
+        raise SystemExit(f"--paired-rounds={args.paired_rounds}: expected an integer >= 0")
     os.environ.setdefault("MUJOCO_GL", "egl")
 
     import torch
@@ -235,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bare ({what}):", json.dumps(results[name]))
         return results[name]
 
+    if args.paired_rounds:
+        return paired_efficiency(args, results, tiny, specs, benchmark, model_cores, env_cores, action_stats,
+                                 all_cores, all_threads)
     bare("bare", False, "same rendering as the pool")
     bare("bare_render_every_step", True, "rendering every step, as the reference")
     bare_rate = results["bare"]["env_steps_per_s"]
