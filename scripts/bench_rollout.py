@@ -211,22 +211,22 @@ def paired_efficiency(args, results: dict, ckpt: Path, specs: list, benchmark: s
         print(f"engine stages={stages}:", json.dumps(result))
         return result
 
-    rounds, before = [], bare_rate()
+    rounds, bares = [], [bare_rate()]
     for _ in range(args.paired_rounds):
+        before = bares[-1]
         runs = {stages: engine(stages) for stages in (1, 2)}
         after = bare_rate()
+        bares.append(after)
         reference = (before + after) / 2
         rounds.append({"bare_before": before, "bare_after": after,
                        **{f"stages{k}_env_steps_per_s": r["env_steps_per_s"] for k, r in runs.items()},
                        **{f"stages{k}_efficiency": r["env_steps_per_s"] / reference for k, r in runs.items()},
                        **{f"stages{k}_model_s": r["model_s"] for k, r in runs.items()}})
         print("round:", json.dumps(rounds[-1]))
-        before = after
     results["paired_rounds"] = rounds
     for k in (1, 2):
         results[f"stages{k}_efficiency_median"] = float(np.median([r[f"stages{k}_efficiency"] for r in rounds]))
-    results["bare_rate_spread"] = (max(r["bare_before"] for r in rounds + [{"bare_before": before}])
-                                   / min(r["bare_before"] for r in rounds + [{"bare_before": before}]))
+    results["bare_rate_spread"] = max(bares) / min(bares)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"efficiency vs bare, median of {len(rounds)} rounds: stages=1 {results['stages1_efficiency_median']:.3f}, "
           f"stages=2 {results['stages2_efficiency_median']:.3f}; wrote {args.out}")
