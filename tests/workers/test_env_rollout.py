@@ -172,3 +172,45 @@ def test_proprio_width_is_the_models_even_when_episode_0_faults_at_reset(tmp_pat
     proprio = out.batch[tj.PROPRIO]
     assert proprio.shape == (3, 3, 2)
     assert (proprio[0] == 0).all() and (proprio[1, 0] != 0).any()
+
+
+class ObservationLog:
+    """The real pool, with every observation it returned, by the trial of the episode in the slot."""
+
+    def __init__(self, pool):
+        self._pool = pool
+        self.trial_of_slot: dict[int, int] = {}
+        self.frames: dict[int, list[np.ndarray]] = {}  # trial -> raw frames [n_cams, H, W, 3], in order
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+    def reset_async(self, env_ids, specs, **kwargs):
+        for slot, spec in zip(env_ids, specs):
+            self.trial_of_slot[slot] = spec.trial_id
+        return self._pool.reset_async(env_ids, specs, **kwargs)
+
+    def wait(self, handle, timeout=None):
+        results = self._pool.wait(handle, timeout)
+        for slot, res in zip(handle.env_ids, results):
+            if res.obs is not None:
+                self.frames.setdefault(self.trial_of_slot[slot], []).append(res.obs.images)
+        return results
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_each_episode_keeps_the_model_images_of_its_own_observations(parts, stages):
+    """The image pipeline runs on several threads at once: every stored image must still be the
+    pipeline's output for that episode's own observation at that model call, in order."""
+    from verl.workers.rollout.policy_env_io import model_images
+
+    model, processor, pool = parts
+    log = ObservationLog(pool)
+    out = rollout((model, processor, log), stages, greedy=False, seed=3)
+    images, num_steps = out.batch[tj.IMAGES], out.batch[tj.NUM_STEPS]
+    for i, trial in enumerate(out.non_tensor_batch[tj.TRIAL_ID]):
+        expected = [model_images(frames, "reach", True, 1) for frames in log.frames[int(trial)][: int(num_steps[i])]]
+        assert len(expected) == int(num_steps[i]) >= 1
+        assert np.array_equal(images[i, : len(expected)].numpy(), np.stack(expected)), f"episode {i}"
+    # the episodes differ (so an image given to the wrong episode would be caught)
+    assert not torch.equal(images[0, 0], images[1, 0])

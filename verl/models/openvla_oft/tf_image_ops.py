@@ -169,7 +169,10 @@ def _sample_coords(start: np.float32, end: np.float32, length: int, size: int) -
 def crop_and_resize(image: np.ndarray, box: tuple[np.float32, ...], size: int) -> np.ndarray:
     """`tf.image.crop_and_resize` (bilinear) of one normalised box: [H, W, C] -> float32 [size, size, C].
 
-    Samples y = y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (size - 1); lerps `a + (b - a) * t` in float32.
+    Samples y = y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (size - 1); lerps `a + (b - a) * t` in float32,
+    along x first (top and bottom rows), then along y. The x-lerp of a source row does not depend on
+    which output row uses it, so it runs once per source row the box touches: the same float32
+    operations on the same values as TF's kernel, in half the memory traffic.
     The box must lie inside the image (TF would fill outside samples with an extrapolation value).
     """
     height, width = image.shape[:2]
@@ -182,9 +185,15 @@ def crop_and_resize(image: np.ndarray, box: tuple[np.float32, ...], size: int) -
     left, right = np.floor(xs).astype(np.int64), np.ceil(xs).astype(np.int64)
     y_lerp = (ys - top.astype(np.float32))[:, None, None]
     x_lerp = (xs - left.astype(np.float32))[None, :, None]
-    img = image.astype(np.float32)
-    top_left, top_right = img[top][:, left], img[top][:, right]
-    bottom_left, bottom_right = img[bottom][:, left], img[bottom][:, right]
-    top_row = top_left + (top_right - top_left) * x_lerp
-    bottom_row = bottom_left + (bottom_right - bottom_left) * x_lerp
-    return (top_row + (bottom_row - top_row) * y_lerp).astype(np.float32)
+    first = int(top[0])  # source rows first..last are the ones sampled
+    rows = image[first:int(bottom[-1]) + 1].astype(np.float32)  # [R, W, C]
+    row_left = rows[:, left]  # [R, size, C]
+    along_x = rows[:, right]
+    along_x -= row_left
+    along_x *= x_lerp
+    along_x += row_left  # left + (right - left) * x_lerp, per source row
+    top_row, bottom_row = along_x[top - first], along_x[bottom - first]  # [size, size, C]
+    bottom_row -= top_row
+    bottom_row *= y_lerp
+    bottom_row += top_row
+    return bottom_row

@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -151,6 +152,7 @@ class EnvRollout:
         self._slot_task: dict[int, tuple[str, int]] = {}  # slot -> (suite, task) of its last episode
         self._progress = EpisodeProgress(0, "")
         self.action_tokenizer = ActionTokenizer()
+        self._image_threads: Optional[ThreadPoolExecutor] = None  # during a rollout (see _observe)
 
     # ----------------------------------------------------------------------------- public
     @torch.no_grad()
@@ -180,8 +182,13 @@ class EnvRollout:
         restarts_before = self.pool.counters["worker_restarts"]
         self._progress = EpisodeProgress(len(episodes), self._progress_label(greedy), self.settings.progress_bar)
         try:
-            self._run(episodes, greedy, generator)
+            # observations arrive while the env workers wait for actions: their cores are free, and the
+            # image pipeline (JPEG, Lanczos, crop: libjpeg and numpy, which release the GIL) runs on them
+            with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()),
+                                    thread_name_prefix="rollout-images") as self._image_threads:
+                self._run(episodes, greedy, generator)
         finally:
+            self._image_threads = None
             self._progress.close()
         self.stats.wall_s = time.perf_counter() - start
         self.stats.env_busy_s = max(after - before for after, before in zip(self.pool.busy_s, busy_before))
@@ -298,6 +305,7 @@ class EnvRollout:
     def _absorb_resets(self, starting: dict[int, Episode], results: list[ChunkResult],
                        occupant: dict[int, Episode]) -> None:
         """A reset slot becomes live with its first observation; a faulted reset ends that episode."""
+        observed = []
         for (slot, ep), res in zip(starting.items(), results):
             ep.retried = res.retried
             ep.worker_restarts.update(res.worker_restarts)
@@ -309,8 +317,9 @@ class EnvRollout:
                 continue
             ep.instruction = res.obs.instruction
             ep.prompt_ids = self._prompt_ids(ep.instruction)
-            self._observe(ep, res)
+            observed.append((ep, res))
             occupant[slot] = ep
+        self._observe(observed)
 
     def _pop_for_slot(self, slot: int, pending: deque) -> Episode:
         task = self._slot_task.get(slot)
@@ -326,17 +335,21 @@ class EnvRollout:
             self._prompt_cache[instruction] = np.asarray(self.tokenize(instruction), dtype=np.int64)
         return self._prompt_cache[instruction]
 
-    def _observe(self, ep: Episode, res: ChunkResult) -> None:
-        """Keep the observation the policy acts on next (only if it will act on it)."""
-        ep.images.append(model_images(res.obs.images, self.settings.benchmark, self.settings.center_crop,
-                                      self.settings.num_images))
-        if self.settings.use_proprio:
-            raw = np.asarray(res.obs.proprio, dtype=np.float64)
-            if raw.shape != (self.settings.proprio_dim,):
-                raise ValueError(f"the env returned proprio of shape {raw.shape} but the model takes "
-                                 f"({self.settings.proprio_dim},) (config.json proprio_dim)")
-            # stored normalised: the update recomputes log-probs on exactly what the policy saw
-            ep.proprio.append(model_proprio(raw, self.settings.benchmark, self.proprio_stats))
+    def _observe(self, observed: list[tuple[Episode, ChunkResult]]) -> None:
+        """Keep each episode's observation the policy acts on next (only those it will act on)."""
+        s = self.settings
+        images = self._image_threads.map(
+            lambda res: model_images(res.obs.images, s.benchmark, s.center_crop, s.num_images),
+            [res for _, res in observed])
+        for (ep, res), image in zip(observed, images):
+            ep.images.append(image)
+            if s.use_proprio:
+                raw = np.asarray(res.obs.proprio, dtype=np.float64)
+                if raw.shape != (s.proprio_dim,):
+                    raise ValueError(f"the env returned proprio of shape {raw.shape} but the model takes "
+                                     f"({s.proprio_dim},) (config.json proprio_dim)")
+                # stored normalised: the update recomputes log-probs on exactly what the policy saw
+                ep.proprio.append(model_proprio(raw, s.benchmark, self.proprio_stats))
 
     def _act(self, slots: list[int], occupant: dict[int, Episode], greedy: bool,
              generator: torch.Generator) -> list[np.ndarray]:
@@ -365,6 +378,7 @@ class EnvRollout:
         return chunks
 
     def _absorb_chunks(self, slots: list[int], results: list[ChunkResult], occupant: dict[int, Episode]) -> None:
+        observed = []
         for slot, res in zip(slots, results):
             ep = occupant[slot]
             ep.worker_restarts.update(res.worker_restarts)
@@ -378,7 +392,8 @@ class EnvRollout:
                 del occupant[slot]
                 self._progress.update(ep.complete)
             else:
-                self._observe(ep, res)
+                observed.append((ep, res))
+        self._observe(observed)
 
     # ----------------------------------------------------------------------------- output
     def _to_batch(self, episodes: list[Episode]) -> DataProto:
