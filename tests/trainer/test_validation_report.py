@@ -117,3 +117,14 @@ def test_val_only_evaluates_model_path_unless_a_checkpoint_is_named(tmp_path, ca
     named = _val_only_trainer(tmp_path / "named", "resume_path", str(tmp_path / "named" / "actor" / "global_step_5"))
     named._resume_for_val_only()
     assert named.loaded == [tmp_path / "named" / "actor" / "global_step_5"]
+
+
+def test_weights_label_names_the_loaded_weights_or_the_policy_trained_from_them():
+    from verl.trainer.validation import weights_label
+
+    assert weights_label("/ckpt/sft", 0, 0, "training") == "/ckpt/sft"
+    # a resumed run loaded global_step_4: at step 4 that checkpoint is what is evaluated
+    assert weights_label("/runs/a/actor/global_step_4", 4, 4, "training") == "/runs/a/actor/global_step_4"
+    assert weights_label("/runs/a/actor/global_step_4", 4, 6, "training") == \
+        "the policy after training step 6 (the run started from /runs/a/actor/global_step_4)"
+    assert weights_label("/init", 0, 200, "SFT").startswith("the policy after SFT step 200")

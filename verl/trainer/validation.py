@@ -216,6 +216,14 @@ def build_report(episodes: DataProto, step: int, weights: str, video_dir: Option
     return ValidationReport(step=step, weights=weights, metrics=success_tables(episodes), tasks=tasks, episodes=records)
 
 
+def weights_label(start_weights: str, start_step: int, step: int, training: str) -> str:
+    """What a validation at `step` evaluated, for its report: the weights the run loaded (at
+    `start_step`), else the policy `training` (e.g. "training", "SFT") made from them."""
+    if step == start_step:
+        return start_weights
+    return f"the policy after {training} step {step} (the run started from {start_weights})"
+
+
 def report_validation(episodes: DataProto, step: int, weights: str, run_dir: str, save_video: bool,
                       tracking: Any = None) -> dict[str, float]:
     """One validation's report, the same for RL and SFT: the per-task table on the console, the

@@ -30,7 +30,7 @@ from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.reward import RobRewardManager
 from verl.trainer.run_checkpoints import RunCheckpoints
 from verl.trainer.worker_groups import make_resource_pool, start_worker_group, stop_worker_group
-from verl.trainer.validation import greedy_episodes, prompts_from_dataset, report_validation
+from verl.trainer.validation import greedy_episodes, prompts_from_dataset, report_validation, weights_label
 from verl.utils.tracking import Tracking
 from verl.workers import trajectory as tj
 
@@ -361,8 +361,7 @@ class RayPPOTrainer:
             episodes = greedy_episodes(self.actor_wg, self.val_dataset, self.config.data.val_batch_size,
                                        seed=self.config.trainer.seed, step=self.global_steps,
                                        max_videos_per_task=r.max_videos_per_task)
-        weights = self.weights if self.global_steps == self.weights_step else \
-            f"the policy after training step {self.global_steps} (the run started from {self.weights})"
+        weights = weights_label(self.weights, self.weights_step, self.global_steps, "training")
         metrics = report_validation(episodes, self.global_steps, weights, run_dir, r.save_video, self.tracking)
         return {**metrics, "timing/testing": timings["testing"]}
 

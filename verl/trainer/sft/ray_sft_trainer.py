@@ -25,7 +25,7 @@ from verl.trainer.config_validation import ConfigError, world_size
 from verl.trainer.ppo.ray_trainer import reduce_metrics
 from verl.trainer.run_checkpoints import RunCheckpoints
 from verl.trainer.worker_groups import start_worker_group, stop_worker_group
-from verl.trainer.validation import greedy_episodes, report_validation
+from verl.trainer.validation import greedy_episodes, report_validation, weights_label
 from verl.utils.dataset import sft_dataset as sd
 from verl.utils.tracking import Tracking
 
@@ -202,9 +202,7 @@ class RaySFTTrainer:
         start = time.perf_counter()
         episodes = greedy_episodes(self.wg, self.eval_dataset, self.config.eval.batch_size,
                                    seed=self.config.trainer.seed, step=self.global_steps)
-        start_weights = self.config.actor_rollout_ref.model.path
-        weights = start_weights if self.global_steps == 0 else \
-            f"the policy after SFT step {self.global_steps} (the run started from {start_weights})"
+        weights = weights_label(str(self.config.actor_rollout_ref.model.path), 0, self.global_steps, "SFT")
         metrics = report_validation(episodes, self.global_steps, weights, self.config.trainer.default_local_dir,
                                     self.config.actor_rollout_ref.rollout.save_video, self.tracking)
         metrics["timing/testing"] = time.perf_counter() - start
