@@ -152,6 +152,7 @@ def test_ppo_with_critic_and_curriculum_is_valid_and_the_critic_follows_the_acto
         (["env.restart_window_s=0"], "env.restart_window_s"),
         (["trainer.worker_timeout_s=0"], "trainer.worker_timeout_s"),
         (["trainer.max_worker_restarts=-1"], "trainer.max_worker_restarts"),
+        (["trainer.cpu_threads_per_worker=0"], "trainer.cpu_threads_per_worker"),
         (["env.cpu_cores=[1,-2]"], "env.cpu_cores"),
         (["env.cpu_cores=one"], "env.cpu_cores"),
         (["data.task_ids=[10]"], "data.task_ids"),  # libero_10 has tasks 0..9

@@ -92,3 +92,25 @@ def test_env_pool_config_passes_the_robotwin_keys():
                        "actor_rollout_ref.rollout.twin2_instruction_type=unseen")
     assert pool.benchmark == "robotwin2"
     assert pool.robotwin2 == RoboTwin2Config(root="/opt/robotwin", task_config="demo_clean", instruction_type="unseen")
+
+
+def test_cpu_workers_get_the_cores_not_rays_one_thread(monkeypatch):
+    """Ray starts a 1-CPU actor with one OpenMP thread; on CPU the worker sizes torch's pool itself."""
+    import os
+
+    from verl.workers.fsdp_workers import use_cpu_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    try:
+        use_cpu_threads(ppo_config(), torch.device("cpu"), world_size=2)
+        assert torch.get_num_threads() == 3  # 6 cores / 2 workers
+        use_cpu_threads(ppo_config("trainer.cpu_threads_per_worker=1"), torch.device("cpu"), world_size=2)
+        assert torch.get_num_threads() == 1
+        use_cpu_threads(ppo_config(), torch.device("cpu"), world_size=8)
+        assert torch.get_num_threads() == 1  # never 0
+        torch.set_num_threads(2)
+        use_cpu_threads(ppo_config("trainer.cpu_threads_per_worker=5"), torch.device("cuda"), world_size=1)
+        assert torch.get_num_threads() == 2  # GPU workers keep what they have
+    finally:
+        torch.set_num_threads(before)

@@ -353,6 +353,12 @@ def _validate_critic(cfg: DictConfig, check_paths: bool) -> None:
     _require(isinstance(_get(cfg, f"{c}.colocate"), bool), f"{c}.colocate", _get(cfg, f"{c}.colocate"), "True or False")
 
 
+def _cpu_threads_per_worker(cfg: DictConfig, t: str) -> None:
+    threads = _get(cfg, f"{t}.cpu_threads_per_worker")
+    _require(threads is None or (_is_int(threads) and threads >= 1), f"{t}.cpu_threads_per_worker", threads,
+             "null or an integer >= 1")
+
+
 def _validate_trainer(cfg: DictConfig, check_paths: bool) -> None:
     t = "trainer"
     device = _one_of(cfg, f"{t}.device", DEVICES)
@@ -381,6 +387,7 @@ def _validate_trainer(cfg: DictConfig, check_paths: bool) -> None:
     _freq(cfg, f"{t}.test_freq")
     _number_in(cfg, f"{t}.worker_timeout_s", 0.0, float("inf"), low_open=True)
     _int_at_least(cfg, f"{t}.max_worker_restarts", 0)
+    _cpu_threads_per_worker(cfg, t)
     mode = _one_of(cfg, f"{t}.resume_mode", RESUME_MODES)
     keep = _get(cfg, f"{t}.max_actor_ckpt_to_keep")
     _require(keep is None or (isinstance(keep, int) and keep >= 1), f"{t}.max_actor_ckpt_to_keep", keep,
@@ -492,9 +499,7 @@ def validate_sft_config(cfg: DictConfig, check_paths: bool = True) -> None:
         _require(name in LOGGERS, f"{t}.logger", list(loggers), f"a list drawn from {list(LOGGERS)}")
     _one_of(cfg, f"{t}.wandb_mode", WANDB_MODES)
     _int_at_least(cfg, f"{t}.log_freq", 1)
-    threads = _get(cfg, f"{t}.cpu_threads_per_worker")
-    _require(threads is None or (_is_int(threads) and threads >= 1), f"{t}.cpu_threads_per_worker", threads,
-             "null or an integer >= 1")
+    _cpu_threads_per_worker(cfg, t)
     _number_in(cfg, f"{t}.worker_timeout_s", 0.0, float("inf"), low_open=True)
     _freq(cfg, f"{t}.test_freq")
     _freq(cfg, f"{t}.save_freq")

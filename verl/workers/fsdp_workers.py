@@ -161,6 +161,19 @@ def optimizer_state_on(optimizer: torch.optim.Optimizer, device: torch.device, o
             fsdp_utils.move_optimizer_state(optimizer, "cpu")
 
 
+def use_cpu_threads(config: DictConfig, device: torch.device, world_size: int) -> None:
+    """On CPU, give torch `trainer.cpu_threads_per_worker` threads (default: this process's cores /
+    workers). Ray starts a 1-CPU actor with one OpenMP thread, which would run the updates and the
+    rollout's forwards on one core while the env processes, waiting for them, leave the others idle."""
+    if device.type != "cpu":
+        return
+    threads = config.trainer.get("cpu_threads_per_worker")
+    if not threads:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // world_size)
+    torch.set_num_threads(int(threads))
+
+
 class PolicyWorker(Worker):
     """What every policy-training worker holds: the FSDP2-sharded VLA, its AdamW state and LR
     schedule, and the env pool its rollouts run against. RL (`ActorRolloutRefWorker`) and SFT
@@ -195,6 +208,7 @@ class PolicyWorker(Worker):
 
         cfg = self.config
         self.device = join_process_group(self.device, cfg.trainer.seed)
+        use_cpu_threads(cfg, self.device, self.world_size)
         m, actor_cfg = cfg.actor_rollout_ref.model, cfg.actor_rollout_ref.actor
 
         # rank 0 reads the files; a truncated shard must stop every rank, not leave the others
@@ -378,6 +392,7 @@ class CriticWorker(Worker):
 
         cfg, c = self.config, self.config.critic
         self.device = join_process_group(self.device, cfg.trainer.seed)
+        use_cpu_threads(cfg, self.device, self.world_size)
         model = all_ranks_succeed("loading the critic's checkpoint", self._load_value_model)
         if c.model.lora_rank > 0:  # adapters on the backbone; the value head trains in full
             targets = c.model.target_modules

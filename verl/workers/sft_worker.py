@@ -7,10 +7,8 @@ RL rollout engine's greedy rollout (`generate_sequences`).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
-import torch
 
 from verl.protocol import DataProto
 from verl.single_controller.base.decorator import Dispatch, register
@@ -24,11 +22,7 @@ class SFTWorker(PolicyWorker):
         """`norm_stats`: the statistics of the SFT data ({unnorm_key: {...}}), written into every
         checkpoint of this run in place of the initial checkpoint's."""
         cfg = self.config
-        if self.device.type == "cpu":
-            # Ray gives a 1-CPU actor one OpenMP thread; during SFT no env process needs the other cores
-            threads = cfg.trainer.cpu_threads_per_worker or max(1, (os.cpu_count() or 1) // self.world_size)
-            torch.set_num_threads(int(threads))
-        self._init_policy(norm_stats=norm_stats)
+        self._init_policy(norm_stats=norm_stats)  # sizes torch's CPU threads (use_cpu_threads)
         self.learner = BehaviorCloningLearner(
             BCSettings(
                 micro_batch_size=max(1, cfg.data.micro_batch_size // self.world_size),
