@@ -8,8 +8,11 @@ as a real checkpoint has; a random one's near-uniform logits would hide rounding
 Tolerances. bf16 keeps 8 significant bits. The SFT policy's action logits reach |12.8|, where
 bf16's spacing is 2^-4 = 0.0625, and they come out of ~20 rounded matmuls and norms, so a logit
 is off by up to a few spacings: a log-prob error of ~0.1 is bf16 doing its job, and LOGPROB_TOL
-= 0.25 (four spacings) is the bound we hold (measured: max 0.17 on random frames, 0.09 on a
-LIBERO episode; mean 0.01-0.02). A greedy token may flip only where fp32's top-2 logits are
+= 0.25 (four spacings) is the bound we hold on a LIBERO episode (measured max 0.09). The
+worst of 224 tokens on random frames depends on the CPU's bf16 kernels: the same inputs gave
+0.17 on one machine and 0.32 on an AMD EPYC with AVX512-BF16, with the same mean (0.016 /
+0.015), so that tail is bounded at RANDOM_FRAMES_LOGPROB_TOL = 0.4 and the mean at
+LOGPROB_MEAN_TOL = 0.03 (half a spacing), which a real precision bug would exceed. A greedy token may flip only where fp32's top-2 logits are
 within NEAR_TIE = 0.125 (two spacings) of each other; everywhere else bf16 must pick fp32's
 token (measured on LIBERO: 19 flips in 672 tokens, fp32 margins all < 0.07).
 """
@@ -32,7 +35,9 @@ from verl.single_controller.base.worker import get_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_SFT = ROOT / "examples" / "assets" / "cold_start_sft_libero_object.delta.safetensors"
-LOGPROB_TOL = 0.25  # max |log p_bf16 - log p_fp32| per action token (see the module docstring)
+LOGPROB_TOL = 0.25  # max |log p_bf16 - log p_fp32| per action token on LIBERO (see the module docstring)
+RANDOM_FRAMES_LOGPROB_TOL = 0.4  # the same on random frames, whose worst token varies with the CPU
+LOGPROB_MEAN_TOL = 0.03  # mean |log p_bf16 - log p_fp32| over action tokens
 NEAR_TIE = 0.125  # a greedy flip is allowed only where fp32's top-2 logits are closer than this
 GROUP_TIMEOUT_S = 180
 
@@ -124,7 +129,7 @@ def _rank_main(rank: int, port: int, ckpt: str, out_dir: str) -> None:
 def test_bf16_policy_on_two_gloo_ranks_matches_fp32(sft_policy, tmp_path):
     """bf16 compute, fp32 master weights and gradients; the 2-rank bf16 gradient is the fp32
     gradient up to rounding (cosine >= 0.99, relative error <= 10%: bf16's ~2^-8 per operation,
-    compounded through the layers); log-probs within LOGPROB_TOL."""
+    compounded through the layers); log-probs within the random-frames and mean bounds."""
     mp.spawn(_rank_main, args=(get_free_port(), str(sft_policy), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         out = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -135,8 +140,8 @@ def test_bf16_policy_on_two_gloo_ranks_matches_fp32(sft_policy, tmp_path):
         assert out["grad_dtypes"] == ["torch.float32"] and out["same_params_get_grads"]
         assert out["grads_exact_in_bf16"] < 0.9  # reduced in fp32 (measured 0.42), not in bf16 (1.0)
         assert out["grad_cosine"] >= 0.99 and out["grad_rel_error"] <= 0.1
-        assert out["logprob_max_abs_diff"] <= LOGPROB_TOL
-        assert out["logprob_mean_abs_diff"] > 0  # really computed in bf16: rounding shows
+        assert out["logprob_max_abs_diff"] <= RANDOM_FRAMES_LOGPROB_TOL
+        assert 0 < out["logprob_mean_abs_diff"] <= LOGPROB_MEAN_TOL  # > 0: really computed in bf16
 
 
 class RecordingPolicy:
