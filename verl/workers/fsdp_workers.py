@@ -21,6 +21,7 @@ from verl.protocol import DataProto
 from verl.single_controller.base.decorator import Dispatch, register
 from verl.single_controller.base.worker import Worker
 from verl.utils import fsdp_utils
+from verl.utils.cpu_affinity import available_cores
 from verl.utils.device import get_device_name
 from verl.utils.distributed import all_ranks_succeed, init_process_group_from_env
 from verl.workers import trajectory as tj
@@ -169,8 +170,7 @@ def use_cpu_threads(config: DictConfig, device: torch.device, world_size: int) -
         return
     threads = config.trainer.get("cpu_threads_per_worker")
     if not threads:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // world_size)
+        threads = max(1, len(available_cores()) // world_size)
     torch.set_num_threads(int(threads))
 
 
