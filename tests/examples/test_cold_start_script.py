@@ -55,7 +55,7 @@ def test_too_many_demos_for_the_training_states_is_refused(tmp_path):
 def test_quick_mode_starts_from_the_shipped_sft_policy(tmp_path):
     script = load_script()
     args = script.parse_args(["--run-dir", str(tmp_path), "--quick"])
-    assert args.from_sft == script.SHIPPED_SFT and args.rl_steps == 3 and args.skip_raw_limit
+    assert args.from_sft == script.SHIPPED_SFT and args.rl_steps == 4 and args.skip_raw_limit
     assert args.out == tmp_path / "result.json"  # a first run never overwrites the committed result
     validate_config(config_of(script.rl_command(args, tmp_path, tmp_path / "sft_checkpoint"), "ppo_trainer"),
                     check_paths=False)
