@@ -43,3 +43,18 @@ def test_demos_may_not_reach_the_held_out_init_states(script):
         script.parse_args(["--demos-per-task", "30"])
     collect = script.setup_commands(script.parse_args(["--demos-per-task", "4"]), Path("/run"))["collect_demos"]
     assert collect[collect.index("--init-states") + 1] == "0-29" and collect[collect.index("--num-demos") + 1] == "5"
+
+
+def test_sft_dtype_auto_follows_the_cpus_bf16_support(script, tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert script.cpu_has_native_bf16(cpuinfo)
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert not script.cpu_has_native_bf16(cpuinfo)
+    assert not script.cpu_has_native_bf16(tmp_path / "absent")
+    for native, dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(script, "cpu_has_native_bf16", lambda native=native: native)
+        sft = overrides(script.setup_commands(script.parse_args([]), Path("/run"))["sft"])
+        assert sft["actor_rollout_ref.model.dtype"] == dtype
+    explicit = script.setup_commands(script.parse_args(["--sft-dtype", "float32"]), Path("/run"))["sft"]
+    assert overrides(explicit)["actor_rollout_ref.model.dtype"] == "float32"
