@@ -79,7 +79,9 @@ def _freq(cfg: DictConfig, key: str) -> None:
 
 
 def world_size(cfg: DictConfig) -> int:
-    return int(cfg.trainer.nnodes) * int(cfg.trainer.n_gpus_per_node)
+    """Worker processes: trainer.nnodes x trainer.n_gpus_per_node (each checked, since batch sizes are
+    checked against their product before the trainer section is)."""
+    return _int_at_least(cfg, "trainer.nnodes", 1) * _int_at_least(cfg, "trainer.n_gpus_per_node", 1)
 
 
 def resolve_device(cfg: DictConfig) -> str:
@@ -211,7 +213,7 @@ def _validate_actor_update(cfg: DictConfig) -> None:
     a = "actor_rollout_ref.actor"
     _int_at_least(cfg, f"{a}.traj_mini_batch_size", 1)
     _int_at_least(cfg, f"{a}.ppo_epochs", 1)
-    _number_in(cfg, f"{a}.grad_clip", 0.0, float("inf"), low_open=True)
+    _validate_optimizer(cfg, a)
     _number_in(cfg, f"{a}.clip_ratio_low", 0.0, 1.0)
     _number_in(cfg, f"{a}.clip_ratio_high", 0.0, float("inf"))
     clip_c = _get(cfg, f"{a}.clip_ratio_c")
@@ -229,9 +231,6 @@ def _validate_actor_update(cfg: DictConfig) -> None:
     _require(isinstance(contents, list) and sorted(contents) == sorted(CHECKPOINT_CONTENTS), f"{a}.checkpoint.contents",
              contents, f"{list(CHECKPOINT_CONTENTS)}: every checkpoint holds the model, the optimizer state and the "
              "extra (RNG, scheduler, dataloader) state so that a run resumes exactly")
-    _number_in(cfg, f"{a}.optim.lr", 0.0, float("inf"), low_open=True)
-    _one_of(cfg, f"{a}.optim.warmup_style", WARMUP_STYLES)
-    _number_in(cfg, f"{a}.optim.lr_warmup_steps_ratio", 0.0, 1.0)
     actor_images = _int_at_least(cfg, f"{a}.num_images_in_input", 1)
     rollout_images = _get(cfg, "actor_rollout_ref.rollout.num_images_in_input")
     _require(rollout_images == actor_images, "actor_rollout_ref.rollout.num_images_in_input", rollout_images,
@@ -319,6 +318,24 @@ def _validate_curriculum(cfg: DictConfig) -> None:
     _require(ema < 1.0, f"{c}.ema", ema, "a number in [0, 1) (1 would never update the estimates)")
 
 
+def _validate_optimizer(cfg: DictConfig, owner: str) -> None:
+    """The AdamW + LR-schedule keys of `owner` (the actor, the critic, or the SFT model): the same
+    keys feed build_optimizer / build_lr_scheduler in every worker."""
+    _number_in(cfg, f"{owner}.grad_clip", 0.0, float("inf"), low_open=True)
+    o = f"{owner}.optim"
+    _number_in(cfg, f"{o}.lr", 0.0, float("inf"), low_open=True)
+    betas = _get(cfg, f"{o}.betas")
+    betas = list(betas) if isinstance(betas, (list, tuple, ListConfig)) else betas
+    _require(isinstance(betas, list) and len(betas) == 2
+             and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas),
+             f"{o}.betas", betas, "two numbers in [0, 1), e.g. [0.9, 0.999]")
+    _number_in(cfg, f"{o}.weight_decay", 0.0, float("inf"))
+    _one_of(cfg, f"{o}.warmup_style", WARMUP_STYLES)
+    _int_at_least(cfg, f"{o}.lr_warmup_steps", -1)
+    _number_in(cfg, f"{o}.lr_warmup_steps_ratio", 0.0, 1.0)
+    _number_in(cfg, f"{o}.min_lr_ratio", 0.0, 1.0)
+
+
 def _validate_critic(cfg: DictConfig, check_paths: bool) -> None:
     """The critic section, only when the estimator builds a critic (grpo ignores it)."""
     if not needs_critic(cfg):
@@ -342,14 +359,11 @@ def _validate_critic(cfg: DictConfig, check_paths: bool) -> None:
         _require(micro % n_workers == 0, f"{c}.ppo_micro_batch_size", micro,
                  f"a multiple of the number of workers ({n_workers})")
     _number_in(cfg, f"{c}.cliprange_value", 0.0, float("inf"), low_open=True)
-    _number_in(cfg, f"{c}.grad_clip", 0.0, float("inf"), low_open=True)
+    _validate_optimizer(cfg, c)
     warmup = _int_at_least(cfg, f"{c}.warmup_steps", 0)
     steps = cfg.trainer.total_training_steps
     _require(steps is None or warmup < steps, f"{c}.warmup_steps", warmup,
              f"fewer than trainer.total_training_steps={steps} (else the actor is never trained)")
-    _number_in(cfg, f"{c}.optim.lr", 0.0, float("inf"), low_open=True)
-    _one_of(cfg, f"{c}.optim.warmup_style", WARMUP_STYLES)
-    _number_in(cfg, f"{c}.optim.lr_warmup_steps_ratio", 0.0, 1.0)
     _require(isinstance(_get(cfg, f"{c}.colocate"), bool), f"{c}.colocate", _get(cfg, f"{c}.colocate"), "True or False")
 
 
@@ -359,7 +373,9 @@ def _cpu_threads_per_worker(cfg: DictConfig, t: str) -> None:
              "null or an integer >= 1")
 
 
-def _validate_trainer(cfg: DictConfig, check_paths: bool) -> None:
+def _validate_run(cfg: DictConfig, check_paths: bool) -> None:
+    """The trainer keys RL and SFT share: device, length, loggers, evaluation / checkpoint
+    frequencies, worker threads and timeouts, resume."""
     t = "trainer"
     device = _one_of(cfg, f"{t}.device", DEVICES)
     if device == "cuda":
@@ -367,40 +383,39 @@ def _validate_trainer(cfg: DictConfig, check_paths: bool) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("trainer.device='cuda' but torch sees no CUDA device: expected 'cpu' or 'auto'")
-    _int_at_least(cfg, f"{t}.nnodes", 1)
-    _int_at_least(cfg, f"{t}.n_gpus_per_node", 1)
-    n_workers = world_size(cfg)
-    tbs = cfg.data.train_batch_size
-    _require(tbs % n_workers == 0 or cfg.trainer.val_only, "data.train_batch_size", tbs,
-             f"a multiple of the number of workers ({n_workers} = trainer.nnodes x trainer.n_gpus_per_node)")
+    world_size(cfg)
     _int_at_least(cfg, f"{t}.total_epochs", 1)
     steps = _get(cfg, f"{t}.total_training_steps")
-    _require(steps is None or (isinstance(steps, int) and steps > 0), f"{t}.total_training_steps", steps,
+    _require(steps is None or (_is_int(steps) and steps > 0), f"{t}.total_training_steps", steps,
              "null or a positive integer")
     loggers = _get(cfg, f"{t}.logger")
-    if isinstance(loggers, str):
-        loggers = [loggers]
-    for name in loggers:
+    for name in [loggers] if isinstance(loggers, str) else loggers:
         _require(name in LOGGERS, f"{t}.logger", list(loggers), f"a list drawn from {list(LOGGERS)}")
     _one_of(cfg, f"{t}.wandb_mode", WANDB_MODES)
     _freq(cfg, f"{t}.save_freq")
     _freq(cfg, f"{t}.test_freq")
     _number_in(cfg, f"{t}.worker_timeout_s", 0.0, float("inf"), low_open=True)
-    _int_at_least(cfg, f"{t}.max_worker_restarts", 0)
     _cpu_threads_per_worker(cfg, t)
     mode = _one_of(cfg, f"{t}.resume_mode", RESUME_MODES)
+    if check_paths and mode == "resume_path":
+        resume = _get(cfg, f"{t}.resume_from_path")
+        _require(bool(resume) and os.path.isdir(resume), f"{t}.resume_from_path", resume,
+                 "a global_step_N checkpoint directory when trainer.resume_mode=resume_path")
+
+
+def _validate_trainer(cfg: DictConfig, check_paths: bool) -> None:
+    t = "trainer"
+    _validate_run(cfg, check_paths)
+    n_workers = world_size(cfg)
+    tbs = cfg.data.train_batch_size
+    _require(tbs % n_workers == 0 or cfg.trainer.val_only, "data.train_batch_size", tbs,
+             f"a multiple of the number of workers ({n_workers} = trainer.nnodes x trainer.n_gpus_per_node)")
+    _int_at_least(cfg, f"{t}.max_worker_restarts", 0)
     keep = _get(cfg, f"{t}.max_actor_ckpt_to_keep")
-    _require(keep is None or (isinstance(keep, int) and keep >= 1), f"{t}.max_actor_ckpt_to_keep", keep,
+    _require(keep is None or (_is_int(keep) and keep >= 1), f"{t}.max_actor_ckpt_to_keep", keep,
              "null or an integer >= 1")
     if not check_paths:
         return
-    if mode == "resume_path":
-        resume = _get(cfg, f"{t}.resume_from_path")
-        if not resume or not os.path.isdir(resume):
-            raise ConfigError(
-                f"trainer.resume_from_path={resume!r} is not a directory: expected a global_step_N "
-                "checkpoint directory when trainer.resume_mode=resume_path"
-            )
     runtime_env = _get(cfg, f"{t}.runtime_env")
     if runtime_env:
         from verl.utils.runtime_env import load_runtime_env
@@ -453,10 +468,7 @@ def validate_sft_config(cfg: DictConfig, check_paths: bool = True) -> None:
 
     OmegaConf.set_struct(cfg, False)
     _validate_model(cfg, check_paths)
-    _number_in(cfg, "actor_rollout_ref.actor.grad_clip", 0.0, float("inf"), low_open=True)
-    _number_in(cfg, "actor_rollout_ref.actor.optim.lr", 0.0, float("inf"), low_open=True)
-    _one_of(cfg, "actor_rollout_ref.actor.optim.warmup_style", WARMUP_STYLES)
-    _number_in(cfg, "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio", 0.0, 1.0)
+    _validate_optimizer(cfg, "actor_rollout_ref.actor")
     if _get(cfg, "actor_rollout_ref.rollout.use_proprio"):
         raise ConfigError("actor_rollout_ref.rollout.use_proprio=True is not supported by SFT yet: expected False "
                           "(the rollout would have to normalise proprio with the statistics SFT writes)")
@@ -483,28 +495,5 @@ def validate_sft_config(cfg: DictConfig, check_paths: bool = True) -> None:
     _freq(cfg, f"{e}.freq")
     _validate_env(cfg)
 
-    t = "trainer"
-    device = _one_of(cfg, f"{t}.device", DEVICES)
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("trainer.device='cuda' but torch sees no CUDA device: expected 'cpu' or 'auto'")
-    _int_at_least(cfg, f"{t}.total_epochs", 1)
-    steps = _get(cfg, f"{t}.total_training_steps")
-    _require(steps is None or (_is_int(steps) and steps > 0), f"{t}.total_training_steps", steps,
-             "null or a positive integer")
-    loggers = _get(cfg, f"{t}.logger")
-    for name in [loggers] if isinstance(loggers, str) else loggers:
-        _require(name in LOGGERS, f"{t}.logger", list(loggers), f"a list drawn from {list(LOGGERS)}")
-    _one_of(cfg, f"{t}.wandb_mode", WANDB_MODES)
-    _int_at_least(cfg, f"{t}.log_freq", 1)
-    _cpu_threads_per_worker(cfg, t)
-    _number_in(cfg, f"{t}.worker_timeout_s", 0.0, float("inf"), low_open=True)
-    _freq(cfg, f"{t}.test_freq")
-    _freq(cfg, f"{t}.save_freq")
-    mode = _one_of(cfg, f"{t}.resume_mode", RESUME_MODES)
-    if check_paths and mode == "resume_path":
-        resume = _get(cfg, f"{t}.resume_from_path")
-        _require(bool(resume) and os.path.isdir(resume), f"{t}.resume_from_path", resume,
-                 "a global_step_N checkpoint directory when trainer.resume_mode=resume_path")
+    _validate_run(cfg, check_paths)
+    _int_at_least(cfg, "trainer.log_freq", 1)
