@@ -8,7 +8,8 @@
 # Usage: bash examples/run_cold_start_libero_cpu.sh [--demos-per-task N] [--rl-steps N] [...]
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PYTHON=${PYTHON:-python}
+VENV_PYTHON=${VERL_VENV:-$HOME/.venvs/verl}/bin/python  # what scripts/install.sh made
+PYTHON=${PYTHON:-$([ -x "$VENV_PYTHON" ] && echo "$VENV_PYTHON" || echo python)}
 export MUJOCO_GL=${MUJOCO_GL:-egl} PYTHONUNBUFFERED=1 WANDB_MODE=${WANDB_MODE:-offline}
 OUT=${OUT:-$ROOT/runs/cold_start_libero}
 "$PYTHON" "$ROOT/scripts/cold_start_libero.py" --run-dir "$OUT" "$@"

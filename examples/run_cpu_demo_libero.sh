@@ -7,7 +7,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${OUT:-$ROOT/runs/cpu_demo_libero}
-PYTHON=${PYTHON:-python}
+VENV_PYTHON=${VERL_VENV:-$HOME/.venvs/verl}/bin/python  # what scripts/install.sh made
+PYTHON=${PYTHON:-$([ -x "$VENV_PYTHON" ] && echo "$VENV_PYTHON" || echo python)}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
 CKPT=$OUT/tiny_openvla_oft

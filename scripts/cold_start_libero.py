@@ -47,6 +47,13 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def missing_packages(modules=("torch", "h5py", "omegaconf", "ray", "robosuite", "libero")) -> list[str]:
+    """The packages every stage needs that this interpreter lacks (each stage runs with sys.executable)."""
+    import importlib.util
+
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
 def log(message: str) -> None:
     print(f"[cold-start {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -291,6 +298,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    missing = missing_packages()
+    if missing and not args.report_only:
+        raise SystemExit(f"{sys.executable} lacks {', '.join(missing)}: run this script with the virtualenv that "
+                         "scripts/install.sh made (~/.venvs/verl/bin/python, or PYTHON=... for the examples/ script)")
     tasks = [int(t) for t in args.tasks.split(",")]
     train_states = NUM_INIT_STATES - args.heldout
     run = args.run_dir.resolve()

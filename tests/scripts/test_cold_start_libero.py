@@ -58,3 +58,12 @@ def test_sft_dtype_auto_follows_the_cpus_bf16_support(script, tmp_path, monkeypa
         assert sft["actor_rollout_ref.model.dtype"] == dtype
     explicit = script.setup_commands(script.parse_args(["--sft-dtype", "float32"]), Path("/run"))["sft"]
     assert overrides(explicit)["actor_rollout_ref.model.dtype"] == "float32"
+
+
+def test_an_interpreter_without_the_packages_is_refused_before_any_stage(script, tmp_path, monkeypatch):
+    assert script.missing_packages() == []  # the test environment has them all
+    assert script.missing_packages(("torch", "no_such_package_xyz")) == ["no_such_package_xyz"]
+    monkeypatch.setattr(script, "missing_packages", lambda: ["h5py", "libero"])
+    with pytest.raises(SystemExit, match="lacks h5py, libero: run this script with the virtualenv"):
+        script.main(["--run-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()  # refused before creating anything
