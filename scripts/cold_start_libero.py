@@ -249,9 +249,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra Hydra override for the RL stage (repeatable; last wins), e.g. algorithm.adv_estimator=gae")
     p.add_argument("--rl-ppo-epochs", type=int, default=2, help="passes over each step's episodes (more policy change per env step; 2 lifted held-out 0.35 -> 0.60 in 10 steps)")
     p.add_argument("--rl-temperature", type=float, default=1.0, help="1.6 is the reference's for a 7B policy; far too random for a tiny one")
-    p.add_argument("--prompts-per-step", type=int, default=3,
-                   help="init states per GRPO step, each rolled out --n-samples times (3 x 8 = 24 episodes: as many "
-                        "optimizer steps as 48 per RL step, on half the env time)")
+    p.add_argument("--prompts-per-step", type=int, default=6,
+                   help="init states per GRPO step, each rolled out --n-samples times; 6 x 8 = 48 episodes lifted "
+                        "held-out 0.35 -> 0.60 in 10 steps, 3 x 8 (half the env time) did not lift a 0.475 policy "
+                        "(0.475 -> 0.50; docs/benchmarks/cold_start_libero_cpu_end_to_end.json)")
     p.add_argument("--max-sample-rounds", type=int, default=1, help="rollout rounds per step to fill the batch with mixed groups")
     p.add_argument("--n-samples", type=int, default=8)
     p.add_argument("--test-freq", type=int, default=5)
