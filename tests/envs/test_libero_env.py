@@ -124,3 +124,37 @@ def test_pool_of_two_libero_workers_budget_and_crash(tmp_path):
         assert results[0].faulted and not results[1].faulted
         again = pool.reset([0], [SPEC])[0]
         assert not again.faulted and np.array_equal(again.obs.images, first[0].obs.images)
+
+
+def test_a_parked_task_env_is_reused_and_resets_like_a_fresh_one():
+    """libero_cached_tasks=2: switching back to a task soft-resets its parked env (no rebuild), with
+    the same state and pixels as a freshly built env; a third task drops the least recently used."""
+    cached = LiberoAdapter(EnvPoolConfig(benchmark="libero", num_steps_wait=2, libero_cached_tasks=2))
+    a, b, c = (EnvSpec("libero", "libero_spatial", task, 3) for task in (0, 1, 2))
+    actions = np.random.default_rng(4).uniform(-1, 1, (3, 7))
+    cached.reset(a)
+    env_a = cached._env
+    for action in actions:
+        cached.step(action, render=False)
+    assert cached.reset_builds(b)
+    cached.reset(b)
+    cached.step(actions[0], render=False)
+    assert not cached.reset_builds(a) and cached.reset_builds(c)
+    cached.reset(a)
+    assert cached._env is env_a  # unparked, not rebuilt
+    for i, action in enumerate(actions):
+        obs, _, _ = cached.step(action, render=i == len(actions) - 1)
+
+    fresh = LiberoAdapter(EnvPoolConfig(benchmark="libero", num_steps_wait=2))
+    fresh.reset(a)
+    for i, action in enumerate(actions):
+        reference, _, _ = fresh.step(action, render=i == len(actions) - 1)
+    assert np.array_equal(cached.sim_state(), fresh.sim_state())
+    assert np.array_equal(obs.images, reference.images) and np.array_equal(obs.proprio, reference.proprio)
+    assert fresh.reset_builds(b)  # the default keeps one env: every switch rebuilds
+    fresh.close()
+
+    cached.reset(c)  # a is parked, b (least recently used) is closed
+    assert not cached.reset_builds(a) and cached.reset_builds(b)
+    cached.close()
+    assert cached._env is None and not cached._parked

@@ -149,6 +149,7 @@ def test_ppo_with_critic_and_curriculum_is_valid_and_the_critic_follows_the_acto
         (["data.n_samples=1"], "data.filter_accuracy"),
         (["env.cpu_cores=[]"], "env.cpu_cores"),
         (["env.max_consecutive_failures=0"], "env.max_consecutive_failures"),
+        (["env.libero_cached_tasks=0"], "env.libero_cached_tasks"),
         (["env.restart_window_s=0"], "env.restart_window_s"),
         (["trainer.worker_timeout_s=0"], "trainer.worker_timeout_s"),
         (["trainer.max_worker_restarts=-1"], "trainer.max_worker_restarts"),

@@ -14,6 +14,10 @@ What makes it fast without changing a single number:
   same task is a seeded *soft* reset (no model reload) plus clearing the gripper's action state,
   which robosuite keeps across soft resets. That reproduces the reference's fresh env
   bit-for-bit (checked by a test) in ~0.3 s instead of ~3.5 s. ``"hard"`` reloads every time.
+- ``libero_cached_tasks=N``: a slot keeps up to N built envs, one per task (least recently used
+  dropped), so a slot that alternates between tasks soft-resets a parked env instead of
+  rebuilding (~0.75 GiB of host memory per extra env). A parked env is not touched while parked,
+  so reactivating it is a soft reset of a used env, the case the test above checks.
 
 Images come out upside down (OpenGL convention), as in the reference; the model-side
 preprocessing rotates them. Actions arrive un-normalised and gripper-postprocessed.
@@ -24,7 +28,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import OrderedDict
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -60,8 +66,21 @@ def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
     return np.asarray(quat_xyzw[:3], dtype=np.float64) * (2.0 * math.acos(w) / sin_half)
 
 
+@dataclass
+class _BuiltTask:
+    """A built LIBERO env and what the adapter derived from its task, parked while another task runs."""
+
+    env: Any
+    init_states: np.ndarray
+    instruction: str
+    bddl_file: str
+    real_sensors: dict[str, Any]
+    blank_sensors: dict[str, Any]
+
+
 class LiberoAdapter(EnvAdapter):
-    """One LIBERO env (rebuilt when the task changes), reset in place per episode."""
+    """One active LIBERO env per slot (plus up to libero_cached_tasks - 1 parked ones of other
+    tasks), reset in place per episode."""
 
     action_dim = 7
     images_upside_down = True
@@ -71,6 +90,7 @@ class LiberoAdapter(EnvAdapter):
         self.camera_names = tuple(getattr(config, "camera_names", None) or LIBERO_DEFAULT_CAMERAS)
         self.num_steps_wait = int(getattr(config, "num_steps_wait", 10))
         self.reset_mode = getattr(config, "libero_reset_mode", "fast")
+        self.cached_tasks = int(getattr(config, "libero_cached_tasks", 1))
         self.max_steps_override: Optional[int] = getattr(config, "max_episode_steps", None)
         # robosuite refuses to step past its horizon: leave room for the wait and the budget
         self.horizon = max(1000, (self.max_steps_override or LIBERO_MAX_EPISODE_STEPS) + self.num_steps_wait + 1)
@@ -83,6 +103,7 @@ class LiberoAdapter(EnvAdapter):
         self._last_raw: dict[str, Any] = {}  # robosuite's observation dict of the latest reset/step
         self._bddl_file = ""
         self._geom_cache: dict[str, np.ndarray] = {}  # object name -> its collision geom ids (per reset)
+        self._parked: OrderedDict[tuple[str, int], _BuiltTask] = OrderedDict()  # other tasks' envs, oldest first
 
     # -- task catalogue -------------------------------------------------------------------
     @staticmethod
@@ -95,11 +116,32 @@ class LiberoAdapter(EnvAdapter):
         task_suite = benchmark.get_benchmark_dict()[suite]()
         return task_suite, task_suite.get_task(task_id)
 
+    def _switch_to(self, suite: str, task_id: int) -> None:
+        """Make (suite, task_id)'s env the active one: unpark it, or build it. The active env of
+        another task is parked when the cache has room, else closed; the oldest parked env goes
+        first when the cache is full."""
+        key = (suite, task_id)
+        if self._env is not None and self.cached_tasks > 1:
+            self._parked[self._task_key] = _BuiltTask(self._env, self._init_states, self._instruction, self._bddl_file,
+                                                      self._real_sensors, self._blank_sensors)
+            self._env = None
+        else:
+            self._close_active()
+        built = self._parked.pop(key, None)
+        while len(self._parked) > max(0, self.cached_tasks - 1):
+            self._parked.popitem(last=False)[1].env.close()
+        if built is None:
+            self._build(suite, task_id)
+            return
+        self._env, self._init_states, self._instruction = built.env, built.init_states, built.instruction
+        self._bddl_file, self._real_sensors, self._blank_sensors = built.bddl_file, built.real_sensors, built.blank_sensors
+        self._task_key = key
+
     def _build(self, suite: str, task_id: int) -> None:
         from libero.libero import get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
 
-        self.close()
+        self._close_active()
         task_suite, task = self._task(suite, task_id)
         bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
         self._env = OffScreenRenderEnv(
@@ -140,15 +182,16 @@ class LiberoAdapter(EnvAdapter):
 
     # -- EnvAdapter -----------------------------------------------------------------------
     def reset_builds(self, spec: EnvSpec) -> bool:
-        """A new task builds its env; "hard" mode reloads the model every episode."""
+        """A new task builds its env (unless parked); "hard" mode reloads the model every episode."""
         key = (canonical_libero_suite(spec.task_suite_name), spec.task_id)
-        return self._env is None or self._task_key != key or self.reset_mode == "hard"
+        if self.reset_mode == "hard":
+            return True
+        return (self._env is None or self._task_key != key) and key not in self._parked
 
     def reset(self, spec: EnvSpec) -> EnvObs:
         suite = canonical_libero_suite(spec.task_suite_name)
-        fresh = self._task_key != (suite, spec.task_id) or self._env is None
-        if fresh:
-            self._build(suite, spec.task_id)
+        if self._task_key != (suite, spec.task_id) or self._env is None:
+            self._switch_to(suite, spec.task_id)
         assert self._init_states is not None
         if not 0 <= spec.trial_id < len(self._init_states):
             raise ValueError(
@@ -210,6 +253,11 @@ class LiberoAdapter(EnvAdapter):
         return LIBERO_MAX_EPISODE_STEPS
 
     def close(self) -> None:
+        self._close_active()
+        while self._parked:
+            self._parked.popitem(last=False)[1].env.close()
+
+    def _close_active(self) -> None:
         if self._env is not None:
             self._env.close()
         self._env = None

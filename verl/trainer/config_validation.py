@@ -276,6 +276,7 @@ def _validate_env(cfg: DictConfig) -> None:
              "env.cpu_cores", cores, "null (any core) or a non-empty list of core ids such as [1, 2, 3]")
     _one_of(cfg, "env.start_method", START_METHODS)
     _one_of(cfg, "env.mujoco_gl", MUJOCO_GL)
+    _int_at_least(cfg, "env.libero_cached_tasks", 1)
     _int_at_least(cfg, "env.reach.num_targets", 1)
     _int_at_least(cfg, "env.reach.max_episode_steps", 1)
     _number_in(cfg, "env.reach.success_radius", 0.0, float("inf"), low_open=True)

@@ -289,6 +289,7 @@ class PolicyWorker(Worker):
             image_size=env.image_size,
             num_steps_wait=r.num_steps_wait, max_episode_steps=self._max_env_steps(),
             start_method=env.start_method, gl_backend=env.mujoco_gl,
+            libero_cached_tasks=env.libero_cached_tasks,
             cpu_cores=None if env.cpu_cores is None else list(env.cpu_cores),
             reach=OmegaConf.to_container(env.reach),
             robotwin2=self._robotwin2_options(),
