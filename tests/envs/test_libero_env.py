@@ -158,3 +158,22 @@ def test_a_parked_task_env_is_reused_and_resets_like_a_fresh_one():
     assert not cached.reset_builds(a) and cached.reset_builds(b)
     cached.close()
     assert cached._env is None and not cached._parked
+
+
+def test_an_env_renders_its_own_scene_when_another_tasks_env_was_built_after_it():
+    """robosuite draws into whichever GL context is current, and building an env makes its own
+    current: without the adapter making its context current, an env worker's slot would render its
+    scene with the meshes and textures of another task's env (2.7/255 mean pixel error measured)."""
+    cfg = EnvPoolConfig(benchmark="libero", num_steps_wait=2)
+    first, other = EnvSpec("libero", "libero_object", 0, 0), EnvSpec("libero", "libero_object", 1, 0)
+    action = np.array([0.1, 0, 0, 0, 0, 0, -1.0])
+    alone = LiberoAdapter(cfg)
+    alone.reset(first)
+    expected = alone.step(action)[0].images
+    alone.close()
+    x, y = LiberoAdapter(cfg), LiberoAdapter(cfg)
+    x.reset(first)
+    y.reset(other)  # built last: its GL context is the current one
+    assert np.array_equal(x.step(action)[0].images, expected)
+    x.close()
+    y.close()

@@ -172,6 +172,8 @@ class LiberoAdapter(EnvAdapter):
         """
         observables = self._env.env._observables
         sensors = self._real_sensors if enabled else self._blank_sensors
+        if enabled:
+            self._make_gl_current()
         for name, sensor in sensors.items():
             observables[name]._sensor = sensor
         try:
@@ -179,6 +181,15 @@ class LiberoAdapter(EnvAdapter):
         finally:
             for name, sensor in self._real_sensors.items():
                 observables[name]._sensor = sensor
+
+    def _make_gl_current(self) -> None:
+        """robosuite renders into whatever GL context is current, and building an env makes its
+        own context current. With several envs in one process (an env worker's slots, parked
+        tasks) the scene of this env would be drawn with the meshes and textures of the env built
+        last: wrong pixels whenever the two run different tasks (a test checks it)."""
+        context = getattr(self._env.env.sim, "_render_context_offscreen", None)
+        if context is not None:
+            context.gl_ctx.make_current()
 
     # -- EnvAdapter -----------------------------------------------------------------------
     def reset_builds(self, spec: EnvSpec) -> bool:
@@ -243,6 +254,7 @@ class LiberoAdapter(EnvAdapter):
         return (self._to_obs(raw) if render else None), success, success
 
     def observe(self) -> EnvObs:
+        self._make_gl_current()
         raw = dict(self._env.env._get_observations())
         for name, sensor in self._real_sensors.items():
             raw[name] = sensor({})  # renders the current state without touching the sampling clock
