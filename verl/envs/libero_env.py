@@ -128,8 +128,7 @@ class LiberoAdapter(EnvAdapter):
         else:
             self._close_active()
         built = self._parked.pop(key, None)
-        while len(self._parked) > max(0, self.cached_tasks - 1):
-            self._parked.popitem(last=False)[1].env.close()
+        self._close_parked(keep=self.cached_tasks - 1)
         if built is None:
             self._build(suite, task_id)
             return
@@ -266,7 +265,11 @@ class LiberoAdapter(EnvAdapter):
 
     def close(self) -> None:
         self._close_active()
-        while self._parked:
+        self._close_parked(keep=0)
+
+    def _close_parked(self, keep: int) -> None:
+        """Close the oldest parked envs until at most `keep` remain."""
+        while len(self._parked) > keep:
             self._parked.popitem(last=False)[1].env.close()
 
     def _close_active(self) -> None:
