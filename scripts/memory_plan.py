@@ -106,6 +106,7 @@ class RunSettings:
     max_env_steps: int = 512
     env_workers_per_gpu: int = 2
     envs_per_worker: int = 4
+    libero_cached_tasks: int = 1  # env.libero_cached_tasks: built LIBERO envs per slot
     gpu_memory_gb: Optional[float] = None  # the card's memory, for the "fits" verdict
 
     def validate(self) -> None:
@@ -117,7 +118,7 @@ class RunSettings:
         need(self.device in ("cuda", "cpu"), "device", "cuda or cpu")
         for name in ("gpus", "rollout_rows", "log_prob_micro_batch_size", "traj_mini_batch_size", "num_images",
                      "action_chunk", "action_dim", "prompt_tokens", "episodes_per_gpu", "max_env_steps",
-                     "env_workers_per_gpu", "envs_per_worker"):
+                     "env_workers_per_gpu", "envs_per_worker", "libero_cached_tasks"):
             need(int(getattr(self, name)) >= 1, name, "an integer >= 1")
         need(self.lora_rank >= 0, "lora_rank", "an integer >= 0")
         need(self.prompt_tokens >= 2, "prompt_tokens", "an integer >= 2 (BOS and the final 29871)")
@@ -329,15 +330,16 @@ def trace_model(config, settings: RunSettings) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------- the plan
-def host_env_worker_gb(envs_per_worker: int) -> dict[str, Any]:
-    """RSS of one LIBERO env worker hosting `envs_per_worker` slots, from the measured 1- and
-    4-slot workers (linear in the slot count)."""
+def host_env_worker_gb(envs_per_worker: int, cached_tasks: int = 1) -> dict[str, Any]:
+    """RSS of one LIBERO env worker hosting `envs_per_worker` slots of up to `cached_tasks` built
+    envs each, from the measured 1- and 4-slot workers (linear in the number of built envs: a
+    parked env costs what an active one does)."""
     if not ENV_POOL_RSS_JSON.is_file():
         return {"gb": None, "source": f"{ENV_POOL_RSS_JSON.name} missing"}
     data = json.loads(ENV_POOL_RSS_JSON.read_text())
     one, four = data["worker_rss_mib"]["1"], data["worker_rss_mib"]["4"]
     per_slot = (four - one) / 3
-    mib = one + per_slot * (envs_per_worker - 1)
+    mib = one + per_slot * (envs_per_worker * cached_tasks - 1)
     return {"gb": round(mib * 2**20 / GB, 3), "per_slot_gb": round(per_slot * 2**20 / GB, 3),
             "source": str(ENV_POOL_RSS_JSON.relative_to(ROOT))}
 
@@ -410,7 +412,7 @@ def plan(model_name: str, settings: RunSettings) -> dict[str, Any]:
         "peak_phase": peak_phase,
         "peak_gb": gb(phases[peak_phase]),
         "host_per_gpu_worker_gb": {k: gb(v) for k, v in host_worker.items()},
-        "host_per_env_worker": host_env_worker_gb(settings.envs_per_worker),
+        "host_per_env_worker": host_env_worker_gb(settings.envs_per_worker, settings.libero_cached_tasks),
         "sequence_tokens": 1 + 256 * settings.num_images + int(settings.use_proprio) + (settings.prompt_tokens - 1)
         + tokens + 1,
     }

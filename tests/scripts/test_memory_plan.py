@@ -58,6 +58,21 @@ def test_plan_terms_add_up_and_scale_with_gpus():
         assert abs(sum(p1["terms_gb"][phase].values()) - p1["phases_gb"][phase]) < 0.005
 
 
+def test_parked_libero_envs_count_like_active_ones():
+    """env.libero_cached_tasks=N keeps up to N built envs per slot: the env worker's host memory
+    grows by one slot's worth per parked env. The cold-start A/B (2 workers x 4 slots) measured
+    ~15 vs ~9 GiB host memory in use with 2 cached tasks vs 1: ~0.75 GiB per parked env."""
+    one = mp.host_env_worker_gb(4, 1)
+    two = mp.host_env_worker_gb(4, 2)
+    extra_per_env = (two["gb"] - one["gb"]) / 4
+    assert extra_per_env == pytest.approx(one["per_slot_gb"], abs=0.002)
+    assert 0.6 < extra_per_env < 0.9
+    plan = mp.plan("tiny", mp.RunSettings(gpus=1, device="cpu", dtype="float32", libero_cached_tasks=2))
+    assert plan["host_per_env_worker"] == two
+    with pytest.raises(SystemExit, match="--libero-cached-tasks: expected an integer >= 1"):
+        mp.main(["--model", "tiny", "--libero-cached-tasks", "0"])
+
+
 def test_bad_flag_names_the_flag():
     with pytest.raises(SystemExit, match="--dtype: expected bfloat16 or float32"):
         mp.main(["--model", "tiny", "--dtype", "fp16"])

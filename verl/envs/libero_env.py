@@ -68,8 +68,10 @@ def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _BuiltTask:
-    """A built LIBERO env and what the adapter derived from its task, parked while another task runs."""
+    """A built LIBERO env and what the adapter derived from its task: the active one, or one
+    parked while another task runs."""
 
+    key: tuple[str, int]  # (canonical suite, task_id)
     env: Any
     init_states: np.ndarray
     instruction: str
@@ -94,16 +96,15 @@ class LiberoAdapter(EnvAdapter):
         self.max_steps_override: Optional[int] = getattr(config, "max_episode_steps", None)
         # robosuite refuses to step past its horizon: leave room for the wait and the budget
         self.horizon = max(1000, (self.max_steps_override or LIBERO_MAX_EPISODE_STEPS) + self.num_steps_wait + 1)
-        self._env: Any = None
-        self._task_key: Optional[tuple[str, int]] = None
-        self._init_states: Optional[np.ndarray] = None
-        self._instruction = ""
-        self._real_sensors: dict[str, Any] = {}
-        self._blank_sensors: dict[str, Any] = {}
+        self._active: Optional[_BuiltTask] = None  # the env episodes run in
         self._last_raw: dict[str, Any] = {}  # robosuite's observation dict of the latest reset/step
-        self._bddl_file = ""
         self._geom_cache: dict[str, np.ndarray] = {}  # object name -> its collision geom ids (per reset)
         self._parked: OrderedDict[tuple[str, int], _BuiltTask] = OrderedDict()  # other tasks' envs, oldest first
+
+    @property
+    def _env(self) -> Any:
+        """The active task's robosuite env (LIBERO's OffScreenRenderEnv), None before the first reset."""
+        return None if self._active is None else self._active.env
 
     # -- task catalogue -------------------------------------------------------------------
     @staticmethod
@@ -121,46 +122,36 @@ class LiberoAdapter(EnvAdapter):
         another task is parked when the cache has room, else closed; the oldest parked env goes
         first when the cache is full."""
         key = (suite, task_id)
-        if self._env is not None and self.cached_tasks > 1:
-            self._parked[self._task_key] = _BuiltTask(self._env, self._init_states, self._instruction, self._bddl_file,
-                                                      self._real_sensors, self._blank_sensors)
-            self._env = None
+        if self._active is not None and self.cached_tasks > 1:
+            self._parked[self._active.key] = self._active
+            self._active = None
         else:
             self._close_active()
         built = self._parked.pop(key, None)
         self._close_parked(keep=self.cached_tasks - 1)
-        if built is None:
-            self._build(suite, task_id)
-            return
-        self._env, self._init_states, self._instruction = built.env, built.init_states, built.instruction
-        self._bddl_file, self._real_sensors, self._blank_sensors = built.bddl_file, built.real_sensors, built.blank_sensors
-        self._task_key = key
+        self._active = built if built is not None else self._build(suite, task_id)
 
-    def _build(self, suite: str, task_id: int) -> None:
+    def _build(self, suite: str, task_id: int) -> _BuiltTask:
         from libero.libero import get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
 
-        self._close_active()
         task_suite, task = self._task(suite, task_id)
         bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
-        self._env = OffScreenRenderEnv(
+        env = OffScreenRenderEnv(
             bddl_file_name=bddl,
             camera_heights=self.image_size,
             camera_widths=self.image_size,
             camera_names=list(self.camera_names),
             horizon=self.horizon,
         )
-        self._init_states = np.asarray(task_suite.get_task_init_states(task_id))
-        self._instruction = task.language
-        self._bddl_file = bddl
-        self._task_key = (suite, task_id)
-        observables = self._env.env._observables
+        real, blank = {}, {}
         for cam in self.camera_names:
             name = f"{cam}_image"
-            real = observables[name]._sensor
-            self._real_sensors[name] = real
-            self._blank_sensors[name] = _blank_sensor_like(real, (self.image_size, self.image_size, 3))
-        logger.info("built LIBERO env %s task %d: %s", suite, task_id, self._instruction)
+            real[name] = env.env._observables[name]._sensor
+            blank[name] = _blank_sensor_like(real[name], (self.image_size, self.image_size, 3))
+        logger.info("built LIBERO env %s task %d: %s", suite, task_id, task.language)
+        return _BuiltTask(key=(suite, task_id), env=env, init_states=np.asarray(task_suite.get_task_init_states(task_id)),
+                          instruction=task.language, bddl_file=bddl, real_sensors=real, blank_sensors=blank)
 
     @contextmanager
     def _rendering(self, enabled: bool) -> Iterator[None]:
@@ -169,8 +160,9 @@ class LiberoAdapter(EnvAdapter):
         Swapping the sensor function (not disabling the observable) keeps robosuite's sampling
         clock untouched, so the images of rendered steps are exactly those of always rendering.
         """
-        observables = self._env.env._observables
-        sensors = self._real_sensors if enabled else self._blank_sensors
+        active = self._active
+        observables = active.env.env._observables
+        sensors = active.real_sensors if enabled else active.blank_sensors
         if enabled:
             self._make_gl_current()
         for name, sensor in sensors.items():
@@ -178,7 +170,7 @@ class LiberoAdapter(EnvAdapter):
         try:
             yield
         finally:
-            for name, sensor in self._real_sensors.items():
+            for name, sensor in active.real_sensors.items():
                 observables[name]._sensor = sensor
 
     def _make_gl_current(self) -> None:
@@ -196,17 +188,17 @@ class LiberoAdapter(EnvAdapter):
         key = (canonical_libero_suite(spec.task_suite_name), spec.task_id)
         if self.reset_mode == "hard":
             return True
-        return (self._env is None or self._task_key != key) and key not in self._parked
+        return (self._active is None or self._active.key != key) and key not in self._parked
 
     def reset(self, spec: EnvSpec) -> EnvObs:
         suite = canonical_libero_suite(spec.task_suite_name)
-        if self._task_key != (suite, spec.task_id) or self._env is None:
+        if self._active is None or self._active.key != (suite, spec.task_id):
             self._switch_to(suite, spec.task_id)
-        assert self._init_states is not None
-        if not 0 <= spec.trial_id < len(self._init_states):
+        init_states = self._active.init_states
+        if not 0 <= spec.trial_id < len(init_states):
             raise ValueError(
                 f"LIBERO {suite} task {spec.task_id}: trial_id={spec.trial_id} out of range "
-                f"[0, {len(self._init_states)}) init states"
+                f"[0, {len(init_states)}) init states"
             )
         env = self._env
         self._geom_cache = {}
@@ -218,7 +210,7 @@ class LiberoAdapter(EnvAdapter):
             # env starts from zero, and so must we (else trajectories drift apart).
             for robot in env.env.robots:
                 robot.gripper.current_action = np.zeros(robot.gripper.dof)
-            raw = env.set_init_state(self._init_states[spec.trial_id])
+            raw = env.set_init_state(init_states[spec.trial_id])
         for i in range(self.num_steps_wait):
             with self._rendering(i == self.num_steps_wait - 1):
                 raw, _, _, _ = env.step(LIBERO_NOOP_ACTION)
@@ -238,7 +230,7 @@ class LiberoAdapter(EnvAdapter):
                 return
             except RandomizationError:
                 logger.debug("LIBERO reset: object placement failed (attempt %d), retrying", attempt + 1)
-        raise RuntimeError(f"LIBERO reset: object placement failed {max_attempts} times for {self._task_key}")
+        raise RuntimeError(f"LIBERO reset: object placement failed {max_attempts} times for {self._active.key}")
 
     def step(self, action: np.ndarray, render: bool = True) -> tuple[Optional[EnvObs], bool, bool]:
         if self._env is None:
@@ -255,7 +247,7 @@ class LiberoAdapter(EnvAdapter):
     def observe(self) -> EnvObs:
         self._make_gl_current()
         raw = dict(self._env.env._get_observations())
-        for name, sensor in self._real_sensors.items():
+        for name, sensor in self._active.real_sensors.items():
             raw[name] = sensor({})  # renders the current state without touching the sampling clock
         return self._to_obs(raw)
 
@@ -273,11 +265,9 @@ class LiberoAdapter(EnvAdapter):
             self._parked.popitem(last=False)[1].env.close()
 
     def _close_active(self) -> None:
-        if self._env is not None:
-            self._env.close()
-        self._env = None
-        self._task_key = None
-        self._real_sensors, self._blank_sensors = {}, {}
+        if self._active is not None:
+            self._active.env.close()
+        self._active = None
         self._last_raw = {}
 
     def _to_obs(self, raw: dict[str, Any]) -> EnvObs:
@@ -285,7 +275,7 @@ class LiberoAdapter(EnvAdapter):
         proprio = np.concatenate(
             [raw["robot0_eef_pos"], quat_to_axis_angle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"]]
         ).astype(np.float32)
-        return EnvObs(images=images, instruction=self._instruction, proprio=proprio)
+        return EnvObs(images=images, instruction=self._active.instruction, proprio=proprio)
 
     # -- privileged helpers for tests -----------------------------------------------------
     def sim_state(self) -> np.ndarray:
@@ -427,17 +417,17 @@ class LiberoAdapter(EnvAdapter):
         (problem_name, domain_name, language_instruction, parsed from the bddl) and ``env_kwargs``."""
         from libero.libero.envs.bddl_utils import get_problem_info
 
-        env = self._env.env
-        with open(self._bddl_file, encoding="utf-8") as f:
+        env, bddl_file = self._env.env, self._active.bddl_file
+        with open(bddl_file, encoding="utf-8") as f:
             content = f.read()
         return {
-            "instruction": self._instruction,
-            "bddl_file_name": self._bddl_file,
+            "instruction": self._active.instruction,
+            "bddl_file_name": bddl_file,
             "bddl_file_content": content,
             "env_name": type(env).__name__,
-            "problem_info": get_problem_info(self._bddl_file),
+            "problem_info": get_problem_info(bddl_file),
             "env_kwargs": {
-                "bddl_file_name": self._bddl_file,
+                "bddl_file_name": bddl_file,
                 "robots": [type(r.robot_model).__name__ for r in env.robots],
                 "controller": "OSC_POSE",
                 "control_freq": env.control_freq,
