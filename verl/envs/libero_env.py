@@ -66,6 +66,28 @@ def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
     return np.asarray(quat_xyzw[:3], dtype=np.float64) * (2.0 * math.acos(w) / sin_half)
 
 
+def _make_gl_current(env: Any) -> None:
+    """robosuite renders into whatever GL context is current, and building an env makes its own
+    context current. With several envs in one process (an env worker's slots, parked tasks) an
+    env's scene would be drawn with the meshes and textures of the env built last: wrong pixels
+    whenever the two run different tasks (a test checks it)."""
+    context = getattr(env.env.sim, "_render_context_offscreen", None)
+    if context is not None:
+        context.gl_ctx.make_current()
+
+
+def _close_env(env: Any) -> None:
+    """Close a LIBERO env with its own GL context current. robosuite frees MuJoCo's render
+    context (textures, meshes, buffers: GL object ids) in whatever context is current, so closing
+    an env while another slot's context was current deleted that slot's objects, and the slot
+    rendered a damaged scene from then on (a test checks it)."""
+    context = getattr(env.env.sim, "_render_context_offscreen", None)
+    if context is not None:
+        context.gl_ctx.make_current()
+        context.con.free()  # now, in its own context; robosuite's later free is then a no-op
+    env.close()
+
+
 @dataclass
 class _BuiltTask:
     """A built LIBERO env and what the adapter derived from its task: the active one, or one
@@ -174,13 +196,7 @@ class LiberoAdapter(EnvAdapter):
                 observables[name]._sensor = sensor
 
     def _make_gl_current(self) -> None:
-        """robosuite renders into whatever GL context is current, and building an env makes its
-        own context current. With several envs in one process (an env worker's slots, parked
-        tasks) the scene of this env would be drawn with the meshes and textures of the env built
-        last: wrong pixels whenever the two run different tasks (a test checks it)."""
-        context = getattr(self._env.env.sim, "_render_context_offscreen", None)
-        if context is not None:
-            context.gl_ctx.make_current()
+        _make_gl_current(self._env)
 
     # -- EnvAdapter -----------------------------------------------------------------------
     def reset_builds(self, spec: EnvSpec) -> bool:
@@ -262,11 +278,11 @@ class LiberoAdapter(EnvAdapter):
     def _close_parked(self, keep: int) -> None:
         """Close the oldest parked envs until at most `keep` remain."""
         while len(self._parked) > keep:
-            self._parked.popitem(last=False)[1].env.close()
+            _close_env(self._parked.popitem(last=False)[1].env)
 
     def _close_active(self) -> None:
         if self._active is not None:
-            self._active.env.close()
+            _close_env(self._active.env)
         self._active = None
         self._last_raw = {}
 
