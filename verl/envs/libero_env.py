@@ -66,12 +66,17 @@ def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
     return np.asarray(quat_xyzw[:3], dtype=np.float64) * (2.0 * math.acos(w) / sin_half)
 
 
+def _render_context(env: Any) -> Any:
+    """robosuite's offscreen render context of a LIBERO env (None until it first renders)."""
+    return getattr(env.env.sim, "_render_context_offscreen", None)
+
+
 def _make_gl_current(env: Any) -> None:
     """robosuite renders into whatever GL context is current, and building an env makes its own
     context current. With several envs in one process (an env worker's slots, parked tasks) an
     env's scene would be drawn with the meshes and textures of the env built last: wrong pixels
     whenever the two run different tasks (a test checks it)."""
-    context = getattr(env.env.sim, "_render_context_offscreen", None)
+    context = _render_context(env)
     if context is not None:
         context.gl_ctx.make_current()
 
@@ -81,7 +86,7 @@ def _close_env(env: Any) -> None:
     context (textures, meshes, buffers: GL object ids) in whatever context is current, so closing
     an env while another slot's context was current deleted that slot's objects, and the slot
     rendered a damaged scene from then on (a test checks it)."""
-    context = getattr(env.env.sim, "_render_context_offscreen", None)
+    context = _render_context(env)
     if context is not None:
         context.gl_ctx.make_current()
         context.con.free()  # now, in its own context; robosuite's later free is then a no-op
@@ -186,7 +191,7 @@ class LiberoAdapter(EnvAdapter):
         observables = active.env.env._observables
         sensors = active.real_sensors if enabled else active.blank_sensors
         if enabled:
-            self._make_gl_current()
+            _make_gl_current(self._env)
         for name, sensor in sensors.items():
             observables[name]._sensor = sensor
         try:
@@ -194,9 +199,6 @@ class LiberoAdapter(EnvAdapter):
         finally:
             for name, sensor in active.real_sensors.items():
                 observables[name]._sensor = sensor
-
-    def _make_gl_current(self) -> None:
-        _make_gl_current(self._env)
 
     # -- EnvAdapter -----------------------------------------------------------------------
     def reset_builds(self, spec: EnvSpec) -> bool:
@@ -261,7 +263,7 @@ class LiberoAdapter(EnvAdapter):
         return (self._to_obs(raw) if render else None), success, success
 
     def observe(self) -> EnvObs:
-        self._make_gl_current()
+        _make_gl_current(self._env)
         raw = dict(self._env.env._get_observations())
         for name, sensor in self._active.real_sensors.items():
             raw[name] = sensor({})  # renders the current state without touching the sampling clock
