@@ -127,7 +127,7 @@ def rl_algorithm(command: list[str]) -> str:
     return {"grpo": "GRPO", "gae": "PPO + critic"}.get(estimator, estimator)
 
 
-def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float, heldout: int, algorithm: str,
+def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float | None, heldout: int, algorithm: str,
          compare: dict | None = None) -> None:
     import matplotlib
 
@@ -144,7 +144,8 @@ def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float,
         other = compare["curve"]
         ax.plot([p["step"] for p in other], [p["heldout_success"] for p in other], "s-", lw=2, color="tab:red",
                 alpha=0.6, label=f"{compare['algorithm']}: all held-out episodes")
-    ax.axhline(sft, color="grey", lw=0.8, ls=":")
+    if sft is not None:  # the SFT policy's score (step 0), as a reference line
+        ax.axhline(sft, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("RL step")
     ax.set_ylabel(f"greedy success ({heldout} held-out episodes)")
     ax.set_ylim(-0.02, 1.02)
@@ -373,19 +374,28 @@ def main(argv: list[str] | None = None) -> int:
     sft_report = read_metrics(sft_dir) if (sft_dir / "metrics.jsonl").is_file() else {}
     last_sft = sft_report[max(sft_report)] if sft_report else {}
     expert = json.loads((run / "expert_report.json").read_text()) if (run / "expert_report.json").is_file() else None
+    # the SFT score is the step-0 validation (of the SFT checkpoint itself); never a later step's
+    before = curve[0] if curve and curve[0]["step"] == 0 else None
+    if curve and before is None:
+        log(f"the RL run has no step-0 validation (trainer.val_before_train=False): no SFT score is reported; "
+            f"give --compare with a result JSON that has one, or run main_ppo with trainer.val_only=True on {sft_ckpt}")
+    train_prefix = f"train_verify_score/{args.suite}/"
     result = {
         "suite": args.suite, "tasks": tasks, "demos_per_task": args.demos_per_task,
         "heldout_init_states": list(range(train_states, NUM_INIT_STATES)),
-        "heldout_episodes": int(curve[0]["episodes"]) if curve else 0,
-        "sft_heldout_success": curve[0]["heldout_success"] if curve else None,
-        "rl_heldout_success": curve[-1]["heldout_success"] if curve else None,
-        "sft_heldout_per_task": curve[0]["per_task"] if curve else None,
-        "rl_heldout_per_task": curve[-1]["per_task"] if curve else None,
+        "heldout_episodes": int(curve[-1]["episodes"]) if curve else 0,
+        "sft_heldout_success": before["heldout_success"] if before else None,
+        "rl_heldout_success": curve[-1]["heldout_success"] if curve and curve[-1]["step"] > 0 else None,
+        "sft_heldout_per_task": before["per_task"] if before else None,
+        "rl_heldout_per_task": curve[-1]["per_task"] if curve and curve[-1]["step"] > 0 else None,
         "curve": curve,
         "wall_s": pipeline_wall,
         "stage_wall_s": {name: stage["wall_s"] for name, stage in stages.done.items()},
         "sft_final": {k: v for k, v in last_sft.items() if k.startswith(("sft/", "val/"))},
         "rl_train_success_per_step": [metrics[s].get("train_verify_score/all") for s in sorted(metrics) if s > 0],
+        "rl_train_success_per_task_per_step": [
+            {f"task_{k[len(train_prefix):]}": v for k, v in metrics[s].items() if k.startswith(train_prefix)}
+            for s in sorted(metrics) if s > 0],
         "rl_steps_completed": max([s for s in metrics if "train_verify_score/all" in metrics[s]], default=0),
         "rl_stage_note": stages.done.get("rl", {}).get("note"),
         "rollout_env_steps_per_s_mean": rollout_rate,

@@ -81,7 +81,8 @@ def test_report_compares_runs_from_the_same_sft_policy(tmp_path):
     (run / "stages.json").write_text(json.dumps({"rl": {"wall_s": 60.0, "command": command}}))
     rows = [{"step": s, "val/test_score/all": v, "val/test_score/libero_object/0": v, "val/test_score/libero_object/1": v,
              "val/episodes": 40.0} for s, v in ((6, 0.4), (12, 0.55))]
-    rows += [{"step": s, "train_verify_score/all": 0.3, "rollout/env_steps_per_s": 40.0} for s in range(1, 13)]
+    rows += [{"step": s, "train_verify_score/all": 0.3, "train_verify_score/libero_object/0": 0.1,
+              "train_verify_score/libero_object/1": 0.5, "rollout/env_steps_per_s": 40.0} for s in range(1, 13)]
     (run / "rl" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     grpo = {"suite": "libero_object", "tasks": [0, 1], "sft_checkpoint": "/ckpt/sft",
             "heldout_init_states": list(range(30, 50)), "commands": {"rl": ["algorithm.adv_estimator=grpo"]},
@@ -97,8 +98,16 @@ def test_report_compares_runs_from_the_same_sft_policy(tmp_path):
     assert "grpo.json" in result["curve"][0]["source"] and "source" not in result["curve"][1]
     assert result["sft_heldout_success"] == 0.35 and result["rl_heldout_success"] == 0.55
     assert out.with_suffix(".png").is_file()
+    assert result["rl_train_success_per_task_per_step"][0] == {"task_0": 0.1, "task_1": 0.5}
 
     grpo["sft_checkpoint"] = "/ckpt/another"
     (tmp_path / "grpo.json").write_text(json.dumps(grpo))
     with pytest.raises(SystemExit, match="not the same SFT checkpoint"):
         script.main([*argv, "--compare", str(tmp_path / "grpo.json")])
+
+    # without a step-0 evaluation there is no SFT score: the first later evaluation is not one
+    assert script.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["curve"][0]["step"] == 6
+    assert result["sft_heldout_success"] is None and result["sft_heldout_per_task"] is None
+    assert result["rl_heldout_success"] == 0.55

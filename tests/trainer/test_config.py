@@ -142,6 +142,8 @@ def test_ppo_with_critic_and_curriculum_is_valid_and_the_critic_follows_the_acto
         (["algorithm.whiten_advantages=maybe"], "algorithm.whiten_advantages"),
         (["data.curriculum.temperature=0"], "data.curriculum.temperature"),
         (["data.curriculum.ema=1.0"], "data.curriculum.ema"),
+        (["data.task_balanced=maybe"], "data.task_balanced"),
+        (["data.task_balanced=True", "data.curriculum.enable=True"], "data.task_balanced"),
         (["env.reach.num_targets=2", "env.reach.target_distance=[0.3,0.5,0.7]"], "env.reach.target_distance"),
         (["env.reach.target_distance=0"], "env.reach.target_distance"),
         (["algorithm.adv_estimator=ppo2"], "algorithm.adv_estimator"),

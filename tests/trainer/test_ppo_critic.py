@@ -1,7 +1,8 @@
 """VLA-RL's algorithms end to end on the reach task (2 CPU workers, the critic colocated on the
 actor's bundles): critic warm-up, exact resume with a critic and the curriculum sampler, the
-curriculum moving towards the unsolved target, and PPO + critic learning."""
+curriculum moving towards the unsolved target, task-balanced batches, and PPO + critic learning."""
 
+import json
 import subprocess
 import sys
 import time
@@ -151,3 +152,20 @@ def test_ppo_with_critic_improves_greedy_success_on_reach(tmp_path):
     assert curve[0] <= 0.3
     assert curve[12] >= 0.7
     assert metrics[12]["critic/vf_explained_var"] > 0.0  # the value model predicts better than a constant
+
+
+@pytest.mark.slow
+def test_task_balanced_batches_and_per_task_training_success(random_policy, tmp_path):
+    """data.task_balanced: the trainer draws with the task-balanced sampler (its state is in the
+    checkpoint), and every step logs the training success of each task it rolled out."""
+    run_dir = tmp_path / "run"
+    run_main(two_target_overrides(
+        random_policy, run_dir, "data.task_balanced=True", "data.train_batch_size=2", "data.n_samples=4",
+        "data.filter_accuracy=False", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+        "actor_rollout_ref.actor.ppo_micro_batch_size=4", "trainer.total_training_steps=2", "trainer.save_freq=2",
+        "trainer.test_freq=-1", "trainer.val_before_train=False"))
+    state = json.loads((run_dir / "actor" / "global_step_2" / "trainer_state.json").read_text())
+    assert state["sampler"]["kind"] == "task_balanced" and state["sampler"]["drawn"] == 4
+    for step, m in read_metrics(run_dir).items():
+        per_task = [m[f"train_verify_score/reach/{t}"] for t in (0, 1)]  # one prompt of each task every step
+        assert sum(per_task) / 2 == pytest.approx(m["train_verify_score/all"]), step

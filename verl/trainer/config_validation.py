@@ -317,6 +317,10 @@ def _validate_curriculum(cfg: DictConfig) -> None:
     _number_in(cfg, f"{c}.temperature", 0.0, float("inf"), low_open=True)
     ema = _number_in(cfg, f"{c}.ema", 0.0, 1.0)
     _require(ema < 1.0, f"{c}.ema", ema, "a number in [0, 1) (1 would never update the estimates)")
+    balanced = _get(cfg, "data.task_balanced")
+    _require(isinstance(balanced, bool), "data.task_balanced", balanced, "True or False")
+    _require(not (balanced and _get(cfg, f"{c}.enable")), "data.task_balanced", balanced,
+             "False when data.curriculum.enable=True (both choose each prompt's task)")
 
 
 def _validate_optimizer(cfg: DictConfig, owner: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from verl.protocol import DataProto
-from verl.trainer.ppo.reward import success_by_suite
+from verl.trainer.ppo.reward import success_by_suite, success_by_task
 from verl.utils.video import episode_video_name
 from verl.workers import trajectory as tj
 
@@ -81,18 +81,13 @@ def success_tables(episodes: DataProto) -> dict[str, float]:
     `<suite>_train_iid` and `<suite>_eval_ood`, as the reference), per task
     `val/test_score/<suite>/<task_id>`."""
     complete = episodes.batch[tj.COMPLETE].numpy().astype(np.float64)
-    by_task: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for ok, suite, task in zip(complete, episodes.non_tensor_batch[tj.TASK_SUITE_NAME],
-                               episodes.non_tensor_batch[tj.TASK_ID]):
-        by_task[(str(suite), int(task))].append(ok)
     by_source: dict[str, list[float]] = defaultdict(list)
     if tj.DATA_SOURCE in episodes.non_tensor_batch:
         for ok, source in zip(complete, episodes.non_tensor_batch[tj.DATA_SOURCE]):
             by_source[str(source)].append(ok)
     metrics = {f"val/test_score/{source}": float(np.mean(v)) for source, v in sorted(by_source.items())}
     metrics.update({f"val/test_score/{suite}": rate for suite, rate in success_by_suite(episodes).items()})
-    for (suite, task), values in sorted(by_task.items()):
-        metrics[f"val/test_score/{suite}/{task}"] = float(np.mean(values))
+    metrics.update({f"val/test_score/{key}": rate for key, rate in success_by_task(episodes).items()})
     metrics["val/episodes"] = float(len(complete))
     metrics["val/finish_step_mean"] = float(episodes.batch[tj.FINISH_STEP].float().mean().item()) if len(complete) else 0.0
     metrics["val/faulted_episodes"] = float(episodes.batch[tj.FAULTED].float().sum().item())

@@ -27,7 +27,7 @@ from verl.protocol import DataProto
 from verl.single_controller.ray.base import WorkerError, WorkerTimeoutError
 from verl.trainer.config_validation import needs_critic, world_size
 from verl.trainer.ppo import core_algos
-from verl.trainer.ppo.reward import RobRewardManager
+from verl.trainer.ppo.reward import RobRewardManager, success_by_task
 from verl.trainer.run_checkpoints import RunCheckpoints
 from verl.trainer.worker_groups import make_resource_pool, start_worker_group, stop_worker_group
 from verl.trainer.validation import greedy_episodes, prompts_from_dataset, report_validation, weights_label
@@ -122,12 +122,16 @@ class RayPPOTrainer:
         )
         self.train_dataset = RobDataset(split="train", **split_kwargs)
         self.val_dataset = RobDataset(split="val", **split_kwargs)
+        tasks = [int(self.train_dataset[i][tj.TASK_ID]) for i in range(len(self.train_dataset))]
         if d.curriculum.enable:
             from verl.utils.dataset.curriculum import CurriculumSampler
 
-            tasks = [int(self.train_dataset[i][tj.TASK_ID]) for i in range(len(self.train_dataset))]
             self.sampler = CurriculumSampler(tasks, temperature=d.curriculum.temperature, ema=d.curriculum.ema,
                                              seed=self.config.trainer.seed)
+        elif d.task_balanced:
+            from verl.utils.dataset.task_balanced import TaskBalancedSampler
+
+            self.sampler = TaskBalancedSampler(tasks, seed=self.config.trainer.seed)
         else:
             self.sampler = StatefulSampler(len(self.train_dataset), shuffle=d.shuffle, seed=self.config.trainer.seed)
 
@@ -241,8 +245,7 @@ class RayPPOTrainer:
         d = self.config.data
         kept: list[DataProto] = []
         kept_groups, rounds = 0, 0
-        pre_filter_success: list[torch.Tensor] = []
-        outcomes: list[tuple[np.ndarray, np.ndarray]] = []  # (task ids, success) of the unfaulted episodes
+        outcomes: list[DataProto] = []  # success, suite and task of every unfaulted episode, kept or not
         rollout_metrics: dict[str, list[float]] = defaultdict(list)
         while kept_groups < d.train_batch_size and rounds < d.max_sample_rounds:
             indices = self.sampler.take(d.train_batch_size * d.oversample_factor)
@@ -260,8 +263,8 @@ class RayPPOTrainer:
             with timed("verify", timings):
                 success = gen.batch[tj.COMPLETE].numpy().astype(np.float64)
                 ok = ~gen.batch[tj.FAULTED].numpy()  # an env fault's episode is neither success nor failure
-                pre_filter_success.append(gen.batch[tj.COMPLETE][torch.from_numpy(ok)])
-                outcomes.append((gen.non_tensor_batch[tj.TASK_ID][ok], success[ok]))
+                outcomes.append(gen[np.nonzero(ok)[0]].select(
+                    batch_keys=[tj.COMPLETE], non_tensor_batch_keys=[tj.TASK_ID, tj.TASK_SUITE_NAME]))
                 if d.filter_accuracy:
                     keep, _ = core_algos.filter_groups_by_accuracy(
                         success, gen.non_tensor_batch[tj.UID], d.accuracy_lower_bound, d.accuracy_upper_bound, valid=ok)
@@ -273,12 +276,14 @@ class RayPPOTrainer:
         rows = min(len(batch), d.train_batch_size * d.n_samples)
         rows -= rows % self.n_workers  # equal shares: no padded duplicates in the update
         batch = batch[:rows]
+        outcomes = DataProto.concat(outcomes)
+        all_success = outcomes.batch[tj.COMPLETE].float()
         # the curriculum's success estimates learn from every unfaulted episode, kept by the filter or not
-        self.sampler.observe(np.concatenate([t for t, _ in outcomes]), np.concatenate([o for _, o in outcomes]))
-        all_success = torch.cat(pre_filter_success).float()  # the unfaulted episodes, kept or not
+        self.sampler.observe(outcomes.non_tensor_batch[tj.TASK_ID], all_success.numpy())
         counts = {key: float(np.sum(rollout_metrics.pop(key, []))) for key in ROLLOUT_COUNTS}
         metrics = {
             "train_verify_score/all": all_success.mean().item() if all_success.numel() else 0.0,
+            **{f"train_verify_score/{key}": rate for key, rate in success_by_task(outcomes).items()},
             "data/sample_rounds": float(rounds),
             "data/kept_groups": float(rows // d.n_samples),
             **reduce_metrics(rollout_metrics),

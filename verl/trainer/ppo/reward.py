@@ -6,6 +6,8 @@ sees it at the step where the episode ended; GRPO only uses the per-episode sum.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import torch
 
@@ -38,3 +40,12 @@ def success_by_suite(data: DataProto) -> dict[str, float]:
     out = {str(s): float(success[suites == s].mean()) for s in np.unique(suites)}
     out["all"] = float(success.mean()) if len(success) else 0.0
     return out
+
+
+def success_by_task(data: DataProto) -> dict[str, float]:
+    """Mean success per (suite, task): {'<suite>/<task_id>': rate}."""
+    success = data.batch[tj.COMPLETE].float().numpy()
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for ok, suite, task in zip(success, data.non_tensor_batch[tj.TASK_SUITE_NAME], data.non_tensor_batch[tj.TASK_ID]):
+        by_task[f"{suite}/{int(task)}"].append(float(ok))
+    return {key: float(np.mean(values)) for key, values in sorted(by_task.items())}

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from verl.utils.dataset.task_trials import TaskTrials
+
 NEUTRAL_SUCCESS = 0.5  # the estimate of a task with no training episode yet
 KIND = "curriculum"
 
@@ -44,44 +46,32 @@ class CurriculumSampler:
             raise ValueError(f"data.curriculum.temperature={temperature}: expected > 0")
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"data.curriculum.ema={ema}: expected 0 <= ema < 1")
-        self.task_of_index = np.asarray(task_of_index, dtype=np.int64)
-        self.tasks = sorted(set(self.task_of_index.tolist()))
-        self.indices_of_task = {t: np.nonzero(self.task_of_index == t)[0] for t in self.tasks}
+        self.trials = TaskTrials(task_of_index, seed)
+        self.tasks = self.trials.tasks
         self.temperature = float(temperature)
         self.ema = float(ema)
         self.seed = int(seed)
         self.success = np.full(len(self.tasks), NEUTRAL_SUCCESS)
         self.episodes_seen = np.zeros(len(self.tasks), dtype=np.int64)
         self.rng = np.random.default_rng([self.seed, 7])
-        self.cursor = {t: 0 for t in self.tasks}  # trials of the task's current pass already handed out
-        self.passes = {t: 0 for t in self.tasks}  # completed passes over the task's trials
         self.drawn = 0
 
     def __len__(self) -> int:
-        return len(self.task_of_index)
+        return len(self.trials.task_of_index)
 
     @property
     def epoch(self) -> int:
         """Prompts drawn so far, in units of the dataset's size (what `train/epoch` logs)."""
-        return self.drawn // len(self.task_of_index)
+        return self.drawn // len(self.trials.task_of_index)
 
     def probabilities(self) -> np.ndarray:
         return curriculum_probabilities(self.success, self.temperature)
-
-    def _next_trial(self, task: int) -> int:
-        members = self.indices_of_task[task]
-        if self.cursor[task] >= len(members):
-            self.cursor[task], self.passes[task] = 0, self.passes[task] + 1
-        order = np.random.default_rng([self.seed, task, self.passes[task]]).permutation(members)
-        index = int(order[self.cursor[task]])
-        self.cursor[task] += 1
-        return index
 
     def take(self, n: int) -> list[int]:
         """`n` dataset indices: tasks drawn i.i.d. from the curriculum, trials in order within a task."""
         tasks = self.rng.choice(len(self.tasks), size=n, p=self.probabilities())
         self.drawn += n
-        return [self._next_trial(self.tasks[k]) for k in tasks]
+        return [self.trials.next_trial(self.tasks[k]) for k in tasks]
 
     def observe(self, task_ids: Sequence[int], success: Sequence[float]) -> None:
         """One training step's episodes (task id, 0/1 success each; faulted ones left out): one EMA
@@ -105,24 +95,23 @@ class CurriculumSampler:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "kind": KIND, "seed": self.seed, "data_len": len(self.task_of_index), "tasks": list(self.tasks),
+            "kind": KIND, "seed": self.seed, "data_len": len(self.trials.task_of_index), "tasks": list(self.tasks),
             "success": self.success.tolist(), "episodes_seen": self.episodes_seen.tolist(),
-            "cursor": {str(t): c for t, c in self.cursor.items()}, "passes": {str(t): p for t, p in self.passes.items()},
-            "drawn": self.drawn, "rng": self.rng.bit_generator.state,
+            "drawn": self.drawn, "rng": self.rng.bit_generator.state, **self.trials.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != KIND:
             raise ValueError("the checkpoint's sampler state is not a curriculum's: the run was saved with "
                              "data.curriculum.enable=False; resume it with the same setting")
-        if state["data_len"] != len(self.task_of_index) or list(state["tasks"]) != list(self.tasks):
+        if state["data_len"] != len(self.trials.task_of_index) or list(state["tasks"]) != list(self.tasks):
             raise ValueError(f"curriculum state was saved for {state['data_len']} prompts of tasks {state['tasks']}; "
-                             f"this run has {len(self.task_of_index)} prompts of tasks {self.tasks}")
+                             f"this run has {len(self.trials.task_of_index)} prompts of tasks {self.tasks}")
         self.seed = int(state["seed"])
         self.success = np.asarray(state["success"], dtype=np.float64)
         self.episodes_seen = np.asarray(state["episodes_seen"], dtype=np.int64)
-        self.cursor = {int(t): int(c) for t, c in state["cursor"].items()}
-        self.passes = {int(t): int(p) for t, p in state["passes"].items()}
+        self.trials.seed = self.seed
+        self.trials.load_state_dict(state)
         self.drawn = int(state["drawn"])
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng"]
