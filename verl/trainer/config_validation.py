@@ -103,7 +103,7 @@ def validate_config(cfg: DictConfig, check_paths: bool = True) -> None:
     _validate_rollout(cfg)
     _validate_env(cfg)
     _validate_algorithm(cfg)
-    _validate_curriculum(cfg)
+    _validate_task_sampling(cfg)
     _validate_critic(cfg, check_paths)
     _validate_trainer(cfg, check_paths)
 
@@ -311,7 +311,8 @@ def _validate_algorithm(cfg: DictConfig) -> None:
         raise ConfigError("reward_model.enable=True is not supported yet: expected False")
 
 
-def _validate_curriculum(cfg: DictConfig) -> None:
+def _validate_task_sampling(cfg: DictConfig) -> None:
+    """data.curriculum.* and data.task_balanced: the two ways to choose each prompt's task."""
     c = "data.curriculum"
     _require(isinstance(_get(cfg, f"{c}.enable"), bool), f"{c}.enable", _get(cfg, f"{c}.enable"), "True or False")
     _number_in(cfg, f"{c}.temperature", 0.0, float("inf"), low_open=True)

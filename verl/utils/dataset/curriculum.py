@@ -62,13 +62,13 @@ class CurriculumSampler:
     @property
     def epoch(self) -> int:
         """Prompts drawn so far, in units of the dataset's size (what `train/epoch` logs)."""
-        return self.drawn // len(self.trials.task_of_index)
+        return self.drawn // len(self)
 
     def probabilities(self) -> np.ndarray:
         return curriculum_probabilities(self.success, self.temperature)
 
     def take(self, n: int) -> list[int]:
-        """`n` dataset indices: tasks drawn i.i.d. from the curriculum, trials in order within a task."""
+        """`n` dataset indices: tasks drawn i.i.d. from the curriculum, trials in a shuffled cycle within a task."""
         tasks = self.rng.choice(len(self.tasks), size=n, p=self.probabilities())
         self.drawn += n
         return [self.trials.next_trial(self.tasks[k]) for k in tasks]
@@ -95,7 +95,7 @@ class CurriculumSampler:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "kind": KIND, "seed": self.seed, "data_len": len(self.trials.task_of_index), "tasks": list(self.tasks),
+            "kind": KIND, "seed": self.seed, "data_len": len(self), "tasks": list(self.tasks),
             "success": self.success.tolist(), "episodes_seen": self.episodes_seen.tolist(),
             "drawn": self.drawn, "rng": self.rng.bit_generator.state, **self.trials.state_dict(),
         }
@@ -104,9 +104,9 @@ class CurriculumSampler:
         if state.get("kind") != KIND:
             raise ValueError("the checkpoint's sampler state is not a curriculum's: the run was saved with "
                              "data.curriculum.enable=False; resume it with the same setting")
-        if state["data_len"] != len(self.trials.task_of_index) or list(state["tasks"]) != list(self.tasks):
+        if state["data_len"] != len(self) or list(state["tasks"]) != list(self.tasks):
             raise ValueError(f"curriculum state was saved for {state['data_len']} prompts of tasks {state['tasks']}; "
-                             f"this run has {len(self.trials.task_of_index)} prompts of tasks {self.tasks}")
+                             f"this run has {len(self)} prompts of tasks {self.tasks}")
         self.seed = int(state["seed"])
         self.success = np.asarray(state["success"], dtype=np.float64)
         self.episodes_seen = np.asarray(state["episodes_seen"], dtype=np.int64)
