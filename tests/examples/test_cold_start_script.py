@@ -45,6 +45,26 @@ def test_stage_commands_are_valid_configs(tmp_path, argv):
     assert sft.eval.held_out_trials_per_task == args.heldout
     assert list(rl.data.task_ids) == [int(t) for t in args.tasks.split(",")]
     assert rl.data.val_batch_size == args.heldout * len(rl.data.task_ids)  # one validation round
+    # the measured recipe: task-balanced steps, one cached simulator per task (never more than the tasks)
+    assert rl.data.task_balanced is True
+    assert rl.env.libero_cached_tasks == min(2, len(rl.data.task_ids))
+    assert rl.trainer.save_freq == 2  # an interrupted RL stage resumes
+
+
+def test_no_task_balanced_reaches_the_rl_config(tmp_path):
+    script = load_script()
+    args = script.parse_args(["--run-dir", str(tmp_path), "--no-task-balanced", "--env-cached-tasks", "1",
+                              "--rl-override", "data.curriculum.enable=True"])
+    rl = config_of(script.rl_command(args, tmp_path, tmp_path / "sft_checkpoint"), "ppo_trainer")
+    validate_config(rl, check_paths=False)
+    assert rl.data.task_balanced is False and rl.data.curriculum.enable is True and rl.env.libero_cached_tasks == 1
+
+
+def test_curriculum_with_task_balanced_is_refused_before_any_stage(tmp_path):
+    with pytest.raises(SystemExit, match="--no-task-balanced"):
+        load_script().parse_args(["--run-dir", str(tmp_path), "--rl-override", "data.curriculum.enable=True"])
+    with pytest.raises(SystemExit, match="--env-cached-tasks=0"):
+        load_script().parse_args(["--run-dir", str(tmp_path), "--env-cached-tasks", "0"])
 
 
 def test_too_many_demos_for_the_training_states_is_refused(tmp_path):
