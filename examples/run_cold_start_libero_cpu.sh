@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The cold-start path on real LIBERO, on a CPU: scripted demos on training init states -> SFT of a
 # small model of the exact OpenVLA-OFT architecture -> greedy evaluation on held-out init states ->
-# GRPO -> greedy evaluation on the same held-out states. Writes
-# docs/benchmarks/cold_start_libero_cpu.json and .png (held-out success vs GRPO step).
+# GRPO -> greedy evaluation on the same held-out states. Writes $OUT/result.json and .png
+# (held-out success vs GRPO step); --out docs/benchmarks/cold_start_libero_cpu.json publishes a run.
 # Each stage is a command you can run yourself (see scripts/cold_start_libero.py, or the
 # "commands" field of the JSON); an interrupted run continues where it stopped.
 # Usage: bash examples/run_cold_start_libero_cpu.sh [--demos-per-task N] [--rl-steps N] [...]

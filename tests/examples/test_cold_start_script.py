@@ -77,6 +77,8 @@ def test_quick_mode_starts_from_the_shipped_sft_policy(tmp_path):
     args = script.parse_args(["--run-dir", str(tmp_path), "--quick"])
     assert args.from_sft == script.SHIPPED_SFT and args.rl_steps == 4 and args.skip_raw_limit
     assert args.out == tmp_path / "result.json"  # a first run never overwrites the committed result
+    # nor does a full run: results stay in the run directory unless --out names another file
+    assert script.parse_args(["--run-dir", str(tmp_path)]).out == tmp_path / "result.json"
     validate_config(config_of(script.rl_command(args, tmp_path, tmp_path / "sft_checkpoint"), "ppo_trainer"),
                     check_paths=False)
 
