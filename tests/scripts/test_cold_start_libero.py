@@ -1,12 +1,20 @@
 """scripts/cold_start_libero.py builds the commands a user would type: --quick's settings (which
-explicit flags override), the RL stage's Hydra overrides, and refusals of impossible splits."""
+explicit flags override), the RL stage's Hydra overrides (only keys our configs accept, with values
+they validate), refusals of impossible splits, and never evaluates on init states its demos come
+from; its report."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from verl.trainer.config_validation import validate_config, validate_sft_config
 
 ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = ROOT / "verl" / "trainer" / "config"
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +29,14 @@ def overrides(command: list[str]) -> dict[str, str]:
     return dict(arg.split("=", 1) for arg in command if "=" in arg)
 
 
+def config_of(command: list[str], config_name: str):
+    """The composed, resolved config a stage's command line gives."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name, overrides=command[command.index("-m") + 2:])
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
 def test_quick_starts_from_the_shipped_policy_on_its_weak_task(script, tmp_path):
     args = script.parse_args(["--quick", "--run-dir", str(tmp_path)])
     assert args.from_sft == script.SHIPPED_SFT and args.skip_raw_limit and args.out == tmp_path / "result.json"
@@ -30,6 +46,10 @@ def test_quick_starts_from_the_shipped_policy_on_its_weak_task(script, tmp_path)
     assert rl["data.val_batch_size"] == "20" and rl["trainer.total_training_steps"] == "4"
     assert rl["actor_rollout_ref.actor.ppo_mini_batch_size"] == "6"  # 24 episodes / 4 mini-batches
     assert rl["actor_rollout_ref.rollout.max_env_steps"] == "220" and rl["data.val_split"] == "held_out"
+    validate_config(config_of(script.rl_command(args, tmp_path, tmp_path / "sft_checkpoint"), "ppo_trainer"),
+                    check_paths=False)
+    # a full run's results stay in its run directory too: the committed benchmark is never overwritten
+    assert script.parse_args(["--run-dir", str(tmp_path)]).out == tmp_path / "result.json"
 
 
 def test_flags_given_with_quick_win(script, tmp_path):
@@ -70,3 +90,87 @@ def test_an_interpreter_without_the_packages_is_refused_before_any_stage(script,
     with pytest.raises(SystemExit, match="lacks h5py, libero: run this script with the virtualenv"):
         script.main(["--run-dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()  # refused before creating anything
+
+
+@pytest.mark.parametrize("argv", [[], ["--tasks", "3", "--demos-per-task", "5", "--heldout", "40", "--rl-steps", "2"]])
+def test_stage_commands_are_valid_configs(script, tmp_path, argv):
+    args = script.parse_args(["--run-dir", str(tmp_path), *argv])
+    commands = script.setup_commands(args, tmp_path)
+    sft = config_of(commands["sft"], "sft_trainer")
+    validate_sft_config(sft, check_paths=False)
+    rl = config_of(script.rl_command(args, tmp_path, tmp_path / "sft" / "actor" / "global_step_9"), "ppo_trainer")
+    validate_config(rl, check_paths=False)
+    # demos come from init states [0, 50 - heldout); validation uses the last `heldout` states
+    collect = commands["collect_demos"]
+    assert collect[collect.index("--init-states") + 1] == f"0-{49 - args.heldout}"
+    assert rl.data.val_split == "held_out" and rl.data.held_out_trials_per_task == args.heldout
+    assert sft.eval.held_out_trials_per_task == args.heldout
+    assert list(rl.data.task_ids) == [int(t) for t in args.tasks.split(",")]
+    assert rl.data.val_batch_size == args.heldout * len(rl.data.task_ids)  # one validation round
+    # the measured recipe: task-balanced steps, one cached simulator per task (never more than the tasks)
+    assert rl.data.task_balanced is True
+    assert rl.env.libero_cached_tasks == min(2, len(rl.data.task_ids))
+    assert rl.trainer.save_freq == 2  # an interrupted RL stage resumes
+
+
+def test_no_task_balanced_reaches_the_rl_config(script, tmp_path):
+    args = script.parse_args(["--run-dir", str(tmp_path), "--no-task-balanced", "--env-cached-tasks", "1",
+                              "--rl-override", "data.curriculum.enable=True"])
+    rl = config_of(script.rl_command(args, tmp_path, tmp_path / "sft_checkpoint"), "ppo_trainer")
+    validate_config(rl, check_paths=False)
+    assert rl.data.task_balanced is False and rl.data.curriculum.enable is True and rl.env.libero_cached_tasks == 1
+
+
+def test_curriculum_with_task_balanced_is_refused_before_any_stage(script, tmp_path):
+    with pytest.raises(SystemExit, match="--no-task-balanced"):
+        script.parse_args(["--run-dir", str(tmp_path), "--rl-override", "data.curriculum.enable=True"])
+    with pytest.raises(SystemExit, match="--env-cached-tasks=0"):
+        script.parse_args(["--run-dir", str(tmp_path), "--env-cached-tasks", "0"])
+
+
+def test_init_checkpoint_flags_are_make_tiny_checkpoint_flags(script, tmp_path):
+    args = script.parse_args(["--run-dir", str(tmp_path)])
+    command = script.setup_commands(args, tmp_path)["init_checkpoint"]
+    assert "--qk-init-std=0.1" in command and "--llm-hidden=128" in command and "--seed=0" in command
+
+
+def test_report_compares_runs_from_the_same_sft_policy(script, tmp_path):
+    """--report-only --compare: PPO's curve beside GRPO's, GRPO's step-0 evaluation standing in for
+    the step 0 PPO skipped (same checkpoint and held-out states); another checkpoint is refused."""
+    run = tmp_path / "ppo"
+    (run / "rl").mkdir(parents=True)
+    command = ["python", "-m", "verl.trainer.main_ppo", "actor_rollout_ref.model.path=/ckpt/sft",
+               "algorithm.adv_estimator=gae"]
+    (run / "stages.json").write_text(json.dumps({"rl": {"wall_s": 60.0, "command": command}}))
+    rows = [{"step": s, "val/test_score/all": v, "val/test_score/libero_object/0": v, "val/test_score/libero_object/1": v,
+             "val/episodes": 40.0} for s, v in ((6, 0.4), (12, 0.55))]
+    rows += [{"step": s, "train_verify_score/all": 0.3, "train_verify_score/libero_object/0": 0.1,
+              "train_verify_score/libero_object/1": 0.5, "rollout/env_steps_per_s": 40.0} for s in range(1, 13)]
+    (run / "rl" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grpo = {"suite": "libero_object", "tasks": [0, 1], "sft_checkpoint": "/ckpt/sft",
+            "heldout_init_states": list(range(30, 50)), "commands": {"rl": ["algorithm.adv_estimator=grpo"]},
+            "curve": [{"step": 0, "heldout_success": 0.35, "per_task": {"task_0": 0.05, "task_1": 0.65}, "episodes": 40.0},
+                      {"step": 10, "heldout_success": 0.6, "per_task": {"task_0": 0.65, "task_1": 0.55}, "episodes": 40.0}]}
+    (tmp_path / "grpo.json").write_text(json.dumps(grpo))
+    out = tmp_path / "ppo.json"
+    argv = ["--run-dir", str(run), "--report-only", "--skip-raw-limit", "--out", str(out)]
+    assert script.main([*argv, "--compare", str(tmp_path / "grpo.json")]) == 0
+    result = json.loads(out.read_text())
+    assert result["algorithm"] == "PPO + critic" and result["compared_with"]["algorithm"] == "GRPO"
+    assert [(p["step"], p["heldout_success"]) for p in result["curve"]] == [(0, 0.35), (6, 0.4), (12, 0.55)]
+    assert "grpo.json" in result["curve"][0]["source"] and "source" not in result["curve"][1]
+    assert result["sft_heldout_success"] == 0.35 and result["rl_heldout_success"] == 0.55
+    assert out.with_suffix(".png").is_file()
+    assert result["rl_train_success_per_task_per_step"][0] == {"task_0": 0.1, "task_1": 0.5}
+
+    grpo["sft_checkpoint"] = "/ckpt/another"
+    (tmp_path / "grpo.json").write_text(json.dumps(grpo))
+    with pytest.raises(SystemExit, match="not the same SFT checkpoint"):
+        script.main([*argv, "--compare", str(tmp_path / "grpo.json")])
+
+    # without a step-0 evaluation there is no SFT score: the first later evaluation is not one
+    assert script.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["curve"][0]["step"] == 6
+    assert result["sft_heldout_success"] is None and result["sft_heldout_per_task"] is None
+    assert result["rl_heldout_success"] == 0.55
