@@ -222,6 +222,53 @@ def rl_command(args: argparse.Namespace, run: Path, sft_ckpt: Path) -> list[str]
     ]
 
 
+# the stage config keys this script's flags set, to name the flag when validation refuses one
+FLAG_OF_KEY = {
+    "data.task_balanced": "--task-balanced / --no-task-balanced",
+    "env.libero_cached_tasks": "--env-cached-tasks",
+    "data.train_batch_size": "--prompts-per-step",
+    "data.n_samples": "--n-samples",
+    "data.max_sample_rounds": "--max-sample-rounds",
+    "actor_rollout_ref.actor.optim.lr": "--rl-lr / --sft-lr",
+    "actor_rollout_ref.actor.ppo_epochs": "--rl-ppo-epochs",
+    "actor_rollout_ref.rollout.temperature": "--rl-temperature",
+    "actor_rollout_ref.rollout.max_env_steps": "--max-env-steps",
+    "env.num_workers": "--env-workers",
+    "env.envs_per_worker": "--envs-per-worker",
+    "trainer.total_training_steps": "--rl-steps / --sft-steps",
+    "trainer.test_freq": "--test-freq",
+    "trainer.save_freq": "--save-freq",
+}
+
+
+def check_stage_configs(args: argparse.Namespace, run: Path) -> None:
+    """Compose the SFT and RL stages' configs as their commands will (Hydra, the same overrides) and
+    validate them now: a bad flag or --rl-override fails in a second, not after an hour of demos and SFT."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from verl.trainer.config_validation import ConfigError, validate_config, validate_sft_config
+
+    sft_ckpt = run / "sft_checkpoint"  # a placeholder: paths are checked when the stage runs
+    stages = [("rl", rl_command(args, run, sft_ckpt), "ppo_trainer", validate_config)]
+    if args.from_sft is None:
+        stages.insert(0, ("sft", setup_commands(args, run)["sft"], "sft_trainer", validate_sft_config))
+    for name, command, config_name, validate in stages:
+        overrides = command[command.index("-m") + 2:]
+        try:
+            with initialize_config_dir(config_dir=str(ROOT / "verl" / "trainer" / "config"), version_base=None):
+                cfg = compose(config_name, overrides=overrides)
+            OmegaConf.resolve(cfg)
+            validate(cfg, check_paths=False)
+        except ConfigError as err:
+            flags = [f"{key} is set by {flag}" for key, flag in FLAG_OF_KEY.items() if key in str(err)]
+            flags += [f"--rl-override {o}" for o in args.rl_override if o.split("=", 1)[0].lstrip("+~") in str(err)]
+            hint = f" ({'; '.join(flags)})" if flags else ""
+            raise SystemExit(f"the {name} stage's config is invalid: {err}{hint}") from None
+        except Exception as err:  # Hydra: an unknown key or a malformed override
+            raise SystemExit(f"the {name} stage's overrides do not compose: {err}") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "cold_start_libero")
@@ -306,12 +353,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.out = args.run_dir / "result.json"
     if args.sft_dtype == "auto":
         args.sft_dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
-    if args.task_balanced and any(o.replace(" ", "") in ("data.curriculum.enable=True", "data.curriculum.enable=true")
-                                  for o in args.rl_override):
-        raise SystemExit("--rl-override data.curriculum.enable=True: the curriculum chooses tasks itself; add "
-                         "--no-task-balanced (data.task_balanced and the curriculum exclude each other)")
-    if args.env_cached_tasks < 1:
-        raise SystemExit(f"--env-cached-tasks={args.env_cached_tasks}: expected >= 1")
     if not 0 < args.heldout < NUM_INIT_STATES:
         raise SystemExit(f"--heldout={args.heldout}: expected 1..{NUM_INIT_STATES - 1}")
     if args.demos_per_task + 1 > NUM_INIT_STATES - args.heldout:
@@ -329,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [int(t) for t in args.tasks.split(",")]
     train_states = NUM_INIT_STATES - args.heldout
     run = args.run_dir.resolve()
+    if not args.report_only:
+        check_stage_configs(args, run)
     run.mkdir(parents=True, exist_ok=True)
     stages = Stages(run)
     started = time.perf_counter()

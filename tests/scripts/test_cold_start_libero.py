@@ -121,11 +121,21 @@ def test_no_task_balanced_reaches_the_rl_config(script, tmp_path):
     assert rl.data.task_balanced is False and rl.data.curriculum.enable is True and rl.env.libero_cached_tasks == 1
 
 
-def test_curriculum_with_task_balanced_is_refused_before_any_stage(script, tmp_path):
-    with pytest.raises(SystemExit, match="--no-task-balanced"):
-        script.parse_args(["--run-dir", str(tmp_path), "--rl-override", "data.curriculum.enable=True"])
-    with pytest.raises(SystemExit, match="--env-cached-tasks=0"):
-        script.parse_args(["--run-dir", str(tmp_path), "--env-cached-tasks", "0"])
+@pytest.mark.parametrize("argv, message", [
+    # the curriculum chooses tasks itself; the error names both the override and the flag to change
+    (["--rl-override", "data.curriculum.enable=True"], r"task_balanced.*--no-task-balanced.*--rl-override data.curriculum.enable=True"),
+    (["--rl-override", "data.curriculum.enable=1"], r"curriculum.enable=1 is invalid: expected True or False"),
+    (["--env-cached-tasks", "0"], r"env.libero_cached_tasks.*--env-cached-tasks"),
+    (["--rl-temperature", "0"], r"rl stage.*temperature.*--rl-temperature"),
+    (["--sft-lr", "-1"], r"sft stage.*optim.lr"),
+    (["--rl-override", "data.no_such_key=1"], r"rl stage's overrides do not compose.*no_such_key"),
+])
+def test_a_bad_stage_config_is_refused_before_any_stage(script, tmp_path, argv, message):
+    """Both stages' configs are composed and validated before the hour of demos and SFT."""
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit, match=message):
+        script.main(["--run-dir", str(run), *argv])
+    assert not run.exists()  # refused before creating anything
 
 
 def test_init_checkpoint_flags_are_make_tiny_checkpoint_flags(script, tmp_path):
