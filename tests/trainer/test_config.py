@@ -143,6 +143,8 @@ def test_ppo_with_critic_and_curriculum_is_valid_and_the_critic_follows_the_acto
         (["data.curriculum.temperature=0"], "data.curriculum.temperature"),
         (["data.curriculum.ema=1.0"], "data.curriculum.ema"),
         (["data.task_balanced=maybe"], "data.task_balanced"),
+        (["actor_rollout_ref.actor.use_rollout_log_probs=1"], "actor_rollout_ref.actor.use_rollout_log_probs"),
+        (["trainer.entropy_after_update=yes"], "trainer.entropy_after_update"),
         (["data.task_balanced=True", "data.curriculum.enable=True"], "data.task_balanced"),
         (["env.reach.num_targets=2", "env.reach.target_distance=[0.3,0.5,0.7]"], "env.reach.target_distance"),
         (["env.reach.target_distance=0"], "env.reach.target_distance"),

@@ -112,11 +112,12 @@ def test_resume_disable_refuses_to_overwrite_checkpoints(ckpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_offload_and_gradient_checkpointing_leave_the_run_unchanged(ckpt, tmp_path):
+def test_offload_checkpointing_and_reused_log_probs_leave_the_run_unchanged(ckpt, tmp_path):
     """param_offload (FSDP2's CPUOffloadPolicy: sharded parameters, their gradients and the AdamW
-    step on the host, copied to the compute device per unit) and gradient checkpointing (activations
-    recomputed in the backward pass) change where tensors live and what is recomputed, never the
-    result: 2 steps with both on give the same metrics and weights as 2 steps with both off.
+    step on the host, copied to the compute device per unit), gradient checkpointing (activations
+    recomputed in the backward pass) and actor.use_rollout_log_probs (pi_old and the entropy taken from
+    the rollout's forward, not recomputed) change where tensors live and what is computed twice, never
+    the result: 2 steps with all on give the same metrics and weights as 2 steps with all off.
     optimizer_offload is on in both runs: on a CPU run it has nothing to move (the host is the
     device); its GPU path is exercised by scripts/gpu_smoke.sh."""
     common = ("trainer.total_training_steps=2", "trainer.save_freq=2", "trainer.test_freq=2",
@@ -124,12 +125,19 @@ def test_offload_and_gradient_checkpointing_leave_the_run_unchanged(ckpt, tmp_pa
     plain_dir, flagged_dir = tmp_path / "plain", tmp_path / "flagged"
     run_main(reach_overrides(ckpt, plain_dir, *common))
     run_main(reach_overrides(ckpt, flagged_dir, *common, "actor_rollout_ref.actor.fsdp_config.param_offload=True",
-                             "actor_rollout_ref.model.enable_gradient_checkpointing=True"))
+                             "actor_rollout_ref.model.enable_gradient_checkpointing=True",
+                             "actor_rollout_ref.actor.use_rollout_log_probs=True", "trainer.entropy_after_update=False"))
     plain, flagged = read_metrics(plain_dir), read_metrics(flagged_dir)
+    # what the flagged run does not compute: the recompute's check against the rollout, the entropy after the update
+    skipped = {"rollout/old_vs_rollout_logprob_abs_diff", "rollout/old_vs_rollout_logprob_abs_diff_max",
+               "actor_after/entropy_loss_eval"}
     for step in (1, 2):
         a, b = deterministic(plain[step]), deterministic(flagged[step])
-        assert a.keys() == b.keys()
-        for key in a:
+        assert plain[step]["rollout/old_vs_rollout_logprob_abs_diff_max"] < 1e-5  # the premise: they agree
+        assert "timing/old_log_prob" in plain[step] and "timing/old_log_prob" not in flagged[step]
+        assert "timing/entropy_after" in plain[step] and "timing/entropy_after" not in flagged[step]
+        assert a.keys() - skipped == b.keys() and skipped <= a.keys()
+        for key in b:
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (step, key)
     wa = weights(plain_dir / "actor" / "global_step_2")
     wb = weights(flagged_dir / "actor" / "global_step_2")

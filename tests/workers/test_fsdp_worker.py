@@ -106,8 +106,13 @@ def test_log_prob_recompute_equals_rollout_and_update_follows_advantage(worker_g
     wg, root = worker_group
     batch = wg.generate_sequences(reach_prompts(8, greedy=False, seed=5))
     mask = batch.batch[tj.RESPONSE_MASK].bool()
-    old = wg.compute_log_prob(batch).batch[tj.OLD_LOG_PROBS]
+    recomputed = wg.compute_log_prob(batch)
+    old = recomputed.batch[tj.OLD_LOG_PROBS]
     assert torch.allclose(old[mask], batch.batch[tj.ROLLOUT_LOG_PROBS][mask], atol=1e-5)
+    # the rollout's per-token entropy is the recompute's too (what actor.use_rollout_log_probs=True logs)
+    entropy = recomputed.batch[tj.ENTROPY]
+    assert torch.allclose(entropy[mask], batch.batch[tj.ROLLOUT_ENTROPY][mask], atol=1e-5)
+    assert entropy[mask].min() > 0  # sampled at temperature: a real distribution, not a placeholder
 
     wg.save_checkpoint(str(root / "before_update"))
     batch.batch[tj.OLD_LOG_PROBS] = old

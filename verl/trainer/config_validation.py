@@ -221,6 +221,8 @@ def _validate_actor_update(cfg: DictConfig) -> None:
              "null or a number > 1")
     _one_of(cfg, f"{a}.loss_agg_mode", [m.value for m in LossAggMode])
     _number_in(cfg, f"{a}.entropy_coeff", 0.0, float("inf"))
+    for key in (f"{a}.use_rollout_log_probs", "trainer.entropy_after_update"):
+        _require(isinstance(_get(cfg, key), bool), key, _get(cfg, key), "True or False")
     _one_of(cfg, f"{a}.kl_loss_type", KL_PENALTIES)
     _require(_get(cfg, f"{a}.use_kl_loss") is False, f"{a}.use_kl_loss", _get(cfg, f"{a}.use_kl_loss"),
              "False: a KL loss needs a reference policy, which this version does not build")

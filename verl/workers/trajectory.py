@@ -10,6 +10,7 @@ Tensor fields (leading dim N = episodes):
     proprio           float32 [N, T, P]                   (only with use_proprio)
     responses         int64   [N, T, A]                   action token ids (31744..31999)
     rollout_log_probs float32 [N, T*A]                    log-probs under the rollout policy (temperature applied)
+    rollout_entropy   float32 [N, T*A]                    entropy of the rollout policy's softmax(logits / T) per token
     response_mask     float32 [N, T*A]                    1 on tokens of actions the env executed
     finish_step       int64   [N]                         env steps executed (the reference's finish_step)
     num_steps         int64   [N]                         model calls made (valid rows of the T axis)
@@ -30,6 +31,7 @@ IMAGES = "images"
 PROPRIO = "proprio"
 RESPONSES = "responses"
 ROLLOUT_LOG_PROBS = "rollout_log_probs"
+ROLLOUT_ENTROPY = "rollout_entropy"
 OLD_LOG_PROBS = "old_log_probs"
 ENTROPY = "entropy"
 RESPONSE_MASK = "response_mask"

@@ -295,10 +295,14 @@ class RayPPOTrainer:
     def _update(self, batch: DataProto, timings: dict[str, float]) -> dict[str, float]:
         metrics: dict[str, float] = {}
         batch.meta_info["seed"] = self.config.trainer.seed * 7919 + self.global_steps
-        self._phase(f"old log-probs ({len(batch)} episodes)")
-        with timed("old_log_prob", timings):
-            old = self.actor_wg.compute_log_prob(batch)
-            batch = batch.union(old)
+        reuse_rollout = self.config.actor_rollout_ref.actor.use_rollout_log_probs
+        if reuse_rollout:  # the rollout ran the same weights: its log-probs are pi_old, no second forward
+            batch.batch[tj.OLD_LOG_PROBS] = batch.batch[tj.ROLLOUT_LOG_PROBS]
+            batch.batch[tj.ENTROPY] = batch.batch[tj.ROLLOUT_ENTROPY]
+        else:  # the reference's recompute by the actor
+            self._phase(f"old log-probs ({len(batch)} episodes)")
+            with timed("old_log_prob", timings):
+                batch = batch.union(self.actor_wg.compute_log_prob(batch))
         if self.critic_wg is not None:
             self._phase(f"values ({len(batch)} episodes)")
             with timed("values", timings):
@@ -333,12 +337,13 @@ class RayPPOTrainer:
                 actor_out = self.actor_wg.update_actor(batch)
             metrics.update(reduce_metrics(actor_out.meta_info.get("metrics", {})))
             # the reference's entropy dashboards: the policy's entropy on this batch before and after the update
-            with timed("entropy_after", timings):
-                after = self.actor_wg.compute_log_prob(batch.select(
-                    batch_keys=[tj.IMAGES, tj.RESPONSES, tj.NUM_STEPS] + ([tj.PROPRIO] if tj.PROPRIO in batch.batch else []),
-                    non_tensor_batch_keys=[tj.PROMPT_IDS]))
-            if mask.any():  # not when every episode of the batch faulted before acting
-                metrics["actor_after/entropy_loss_eval"] = after.batch[tj.ENTROPY][mask].mean().item()
+            if self.config.trainer.entropy_after_update:
+                with timed("entropy_after", timings):
+                    after = self.actor_wg.compute_log_prob(batch.select(
+                        batch_keys=[tj.IMAGES, tj.RESPONSES, tj.NUM_STEPS] + ([tj.PROPRIO] if tj.PROPRIO in batch.batch else []),
+                        non_tensor_batch_keys=[tj.PROMPT_IDS]))
+                if mask.any():  # not when every episode of the batch faulted before acting
+                    metrics["actor_after/entropy_loss_eval"] = after.batch[tj.ENTROPY][mask].mean().item()
         if mask.any():
             metrics["actor_before/entropy_loss_eval"] = batch.batch[tj.ENTROPY][mask].mean().item()
         seq_score = scores.sum(-1)
@@ -349,11 +354,13 @@ class RayPPOTrainer:
             "rollout/finish_step_mean": batch.batch[tj.FINISH_STEP].float().mean().item(),
             "rollout/faulted_episodes_kept": batch.batch[tj.FAULTED].float().sum().item(),
         })
-        log_ratio = (batch.batch[tj.OLD_LOG_PROBS] - batch.batch[tj.ROLLOUT_LOG_PROBS])[mask]
-        # the rollout's log-probs against the update's recompute of them (same weights): 0 up to the
-        # kernels' batch-shape dependence; a large value means rollout and training disagree (bf16 / GPU kernels)
-        metrics["rollout/old_vs_rollout_logprob_abs_diff"] = log_ratio.abs().mean().item() if log_ratio.numel() else 0.0
-        metrics["rollout/old_vs_rollout_logprob_abs_diff_max"] = log_ratio.abs().max().item() if log_ratio.numel() else 0.0
+        if not self.config.actor_rollout_ref.actor.use_rollout_log_probs:
+            log_ratio = (batch.batch[tj.OLD_LOG_PROBS] - batch.batch[tj.ROLLOUT_LOG_PROBS])[mask]
+            # the rollout's log-probs against the update's recompute of them (same weights): 0 up to the
+            # kernels' batch-shape dependence; a large value means rollout and training disagree (bf16 / GPU
+            # kernels), and that actor.use_rollout_log_probs=True would train on the wrong ratio
+            metrics["rollout/old_vs_rollout_logprob_abs_diff"] = log_ratio.abs().mean().item() if log_ratio.numel() else 0.0
+            metrics["rollout/old_vs_rollout_logprob_abs_diff_max"] = log_ratio.abs().max().item() if log_ratio.numel() else 0.0
         return metrics
 
     def _validate(self) -> dict[str, float]:

@@ -35,7 +35,7 @@ from verl.models.openvla_oft import ACTION_TOKEN_BEGIN, ActionTokenizer
 from verl.models.openvla_oft.constants import LIBERO_PROPRIO_DIM
 from verl.protocol import DataProto
 from verl.utils.progress import EpisodeProgress
-from verl.utils.torch_functional import logprobs_from_logits
+from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
 from verl.workers import trajectory as tj
 from verl.workers.policy_inputs import PolicyInputBuilder
 from verl.workers.rollout.policy_env_io import env_actions, model_images, model_proprio
@@ -76,6 +76,7 @@ class Episode:
     proprio: list[np.ndarray] = field(default_factory=list)
     tokens: list[np.ndarray] = field(default_factory=list)  # per model call: int64 [A]
     log_probs: list[np.ndarray] = field(default_factory=list)  # per model call: float32 [A]
+    entropies: list[np.ndarray] = field(default_factory=list)  # per model call: float32 [A]
     finish_step: int = 0
     complete: bool = False
     faulted: bool = False
@@ -367,11 +368,13 @@ class EnvRollout:
             self.stats.forwards += 1
             self.stats.forward_rows += len(batch)
             bins = tokens - ACTION_TOKEN_BEGIN  # [B, A]
-            log_probs = logprobs_from_logits(logits.float() / self.settings.temperature, bins)  # [B, A]
-            tokens_np, lp_np = tokens.cpu().numpy(), log_probs.cpu().numpy()  # a device sync
+            scaled = logits.float() / self.settings.temperature
+            log_probs, entropy = logprobs_from_logits(scaled, bins), entropy_from_logits(scaled)  # [B, A] each
+            tokens_np, lp_np, ent_np = tokens.cpu().numpy(), log_probs.cpu().numpy(), entropy.cpu().numpy()  # a device sync
             for row, ep in enumerate(batch):
                 ep.tokens.append(tokens_np[row])
                 ep.log_probs.append(lp_np[row].astype(np.float32))
+                ep.entropies.append(ent_np[row].astype(np.float32))
                 normalized = self.action_tokenizer.decode(tokens_np[row]).reshape(self.settings.action_chunk, self.settings.action_dim)
                 chunks.append(env_actions(normalized, self.settings.benchmark, self.action_stats))
         self.stats.model_s += time.perf_counter() - t0
@@ -402,6 +405,7 @@ class EnvRollout:
         images = torch.zeros((n, t, s.num_images, 224, 224, 3), dtype=torch.uint8)
         responses = torch.full((n, t, a), ACTION_TOKEN_BEGIN, dtype=torch.long)
         log_probs = torch.zeros((n, t, a), dtype=torch.float32)
+        entropies = torch.zeros((n, t, a), dtype=torch.float32)
         # the model's width, not an episode's: any episode (the first included) may have faulted at
         # reset with no observation, and every rank's and round's batch must concatenate
         proprio_dim = s.proprio_dim if s.use_proprio else 0
@@ -412,6 +416,7 @@ class EnvRollout:
                 images[i, :k] = torch.from_numpy(np.stack(ep.images[:k]))
                 responses[i, :k] = torch.from_numpy(np.stack(ep.tokens))
                 log_probs[i, :k] = torch.from_numpy(np.stack(ep.log_probs))
+                entropies[i, :k] = torch.from_numpy(np.stack(ep.entropies))
                 if proprio_dim:
                     proprio[i, :k] = torch.from_numpy(np.stack(ep.proprio[:k]))
         finish_step = torch.tensor([ep.finish_step for ep in episodes], dtype=torch.long)
@@ -419,6 +424,7 @@ class EnvRollout:
             tj.IMAGES: images,
             tj.RESPONSES: responses,
             tj.ROLLOUT_LOG_PROBS: log_probs.view(n, t * a),
+            tj.ROLLOUT_ENTROPY: entropies.view(n, t * a),
             tj.RESPONSE_MASK: tj.response_mask_from_finish_step(finish_step, t, s.action_chunk, s.action_dim),
             tj.FINISH_STEP: finish_step,
             tj.NUM_STEPS: torch.tensor([len(ep.tokens) for ep in episodes], dtype=torch.long),
