@@ -2,7 +2,8 @@
 """The cold-start experiment in miniature, on real LIBERO on a CPU: a few scripted demos per task ->
 SFT of a small model of the exact OpenVLA-OFT architecture -> greedy evaluation on held-out init
 states -> GRPO -> greedy evaluation on the same held-out states. The paper's headline (one demo per
-task, SFT, then RL lifts LIBERO-Long from 17% to 92%) at a size a 2-core machine runs in an hour.
+task, SFT, then RL lifts LIBERO-Long from 17% to 92%) at a size a 2-core CPU machine runs in about 2.5 hours
+(demos 7 min, SFT ~55 min, GRPO ~80 min on a 2-core Intel Xeon).
 
 Every stage is the command a user runs (collect_libero_demos.py, main_sft, main_ppo), started as a
 subprocess; stages whose outputs exist are skipped, so an interrupted experiment continues where it
@@ -11,7 +12,7 @@ run's validation at step 0 (`val_before_train`: greedy, so identical to evaluati
 checkpoint alone); after RL, its last validation.
 
     python scripts/cold_start_libero.py --run-dir runs/cold_start [--suite libero_object --tasks 0,1]
-        [--demos-per-task 10] [--heldout 20] [--sft-epochs 30] [--rl-steps 8] [--out docs/benchmarks/cold_start_libero_cpu.json]
+        [--demos-per-task 12] [--heldout 20] [--sft-steps 2000] [--rl-steps 14] [--out <run-dir>/result.json]
 
 Writes the JSON result (held-out success before / after RL, per task, the curve, wall time per stage,
 env steps/s against the raw env limit measured on this machine) and a PNG of held-out success vs RL step.
@@ -282,9 +283,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--demos-per-task", type=int, default=12, help="training demos per task (the SFT strength knob)")
     p.add_argument("--heldout", type=int, default=20, help="held-out init states per task (the last ones of 50)")
     p.add_argument("--sft-epochs", type=int, default=30)
-    p.add_argument("--sft-steps", type=int, default=1500,
-                   help="SFT optimizer steps (overrides --sft-epochs; 0 -> epochs); on 12 demos/task: 1200 -> 0.05, "
-                        "1500 -> 0.35-0.375, 2000 -> 0.675 held-out success (docs/benchmarks/cold_start_libero_cpu.json)")
+    p.add_argument("--sft-steps", type=int, default=2000,
+                   help="SFT optimizer steps (overrides --sft-epochs; 0 -> epochs). 12 demos/task, fp32, on a 2-core Intel "
+                        "Xeon: 1500 -> 0.125 held-out success (GRPO did not lift it in 6 steps), 2000 -> 0.20 (GRPO: 0.50 at "
+                        "step 14); on a 2-core AMD EPYC: 1200 -> 0.05, 1500 -> 0.35, 2000 -> 0.675 "
+                        "(docs/benchmarks/cold_start_libero_cpu.json)")
     p.add_argument("--sft-lr", type=float, default=5e-4)
     p.add_argument("--sft-dtype", choices=("auto", "float32", "bfloat16"), default="float32",
                    help="SFT compute dtype (fp32 master weights either way). Same demos, init and seed on a 2-core "

@@ -56,6 +56,7 @@ def test_flags_given_with_quick_win(script, tmp_path):
     args = script.parse_args(["--quick", "--tasks", "0,1", "--rl-steps", "6", "--run-dir", str(tmp_path)])
     assert (args.tasks, args.rl_steps, args.prompts_per_step) == ("0,1", 6, 3)
     assert script.parse_args([]).rl_steps == 14 and not script.parse_args([]).quick
+    assert script.parse_args([]).sft_steps == 2000  # the SFT length whose policy GRPO lifted on the 2-core Intel machine
 
 
 def test_demos_may_not_reach_the_held_out_init_states(script):
