@@ -221,8 +221,8 @@ def rl_command(args: argparse.Namespace, run: Path, sft_ckpt: Path) -> list[str]
         "trainer.logger=[console]", f"trainer.seed={args.seed}", f"trainer.default_local_dir={run / 'rl'}",
         "trainer.project_name=cold_start", "trainer.experiment_name=grpo",
         # the rollout's log-probs are pi_old (it runs the actor's weights: they measured equal, |diff| = 0, in
-        # every step of the task-balanced run) and no entropy pass after the update: two forwards over the
-        # batch less per step (~20 of ~230 s), the same training
+        # every step of both task-balanced runs) and no entropy pass after the update: two forwards over the
+        # batch less per step (15-28 of ~300 s on the 2-core Intel Xeon), the same training
         "actor_rollout_ref.actor.use_rollout_log_probs=True", "trainer.entropy_after_update=False",
         *args.rl_override,
     ]
@@ -247,11 +247,22 @@ FLAG_OF_KEY = {
 }
 
 
-def check_stage_configs(args: argparse.Namespace, run: Path) -> None:
-    """Compose the SFT and RL stages' configs as their commands will (Hydra, the same overrides) and
-    validate them now: a bad flag or --rl-override fails in a second, not after an hour of demos and SFT."""
+def stage_config(command: list[str], config_name: str):
+    """The resolved config a `python -m verl.trainer.main_*` stage command composes (Hydra, its overrides)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "verl" / "trainer" / "config"), version_base=None):
+        cfg = compose(config_name, overrides=command[command.index("-m") + 2:])
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def check_stage_configs(args: argparse.Namespace, run: Path) -> None:
+    """Compose the SFT and RL stages' configs as their commands will and validate them now: a bad flag
+    or --rl-override fails in a second, not after an hour of demos and SFT."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from verl.trainer.config_validation import ConfigError, validate_config, validate_sft_config
 
@@ -260,18 +271,14 @@ def check_stage_configs(args: argparse.Namespace, run: Path) -> None:
     if args.from_sft is None:
         stages.insert(0, ("sft", setup_commands(args, run)["sft"], "sft_trainer", validate_sft_config))
     for name, command, config_name, validate in stages:
-        overrides = command[command.index("-m") + 2:]
         try:
-            with initialize_config_dir(config_dir=str(ROOT / "verl" / "trainer" / "config"), version_base=None):
-                cfg = compose(config_name, overrides=overrides)
-            OmegaConf.resolve(cfg)
-            validate(cfg, check_paths=False)
+            validate(stage_config(command, config_name), check_paths=False)
         except ConfigError as err:
             flags = [f"{key} is set by {flag}" for key, flag in FLAG_OF_KEY.items() if key in str(err)]
             flags += [f"--rl-override {o}" for o in args.rl_override if o.split("=", 1)[0].lstrip("+~") in str(err)]
             hint = f" ({'; '.join(flags)})" if flags else ""
             raise SystemExit(f"the {name} stage's config is invalid: {err}{hint}") from None
-        except Exception as err:  # Hydra: an unknown key or a malformed override
+        except (HydraException, OmegaConfBaseException) as err:  # an unknown key, a malformed override
             raise SystemExit(f"the {name} stage's overrides do not compose: {err}") from None
 
 

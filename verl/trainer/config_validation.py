@@ -56,6 +56,12 @@ def _one_of(cfg: DictConfig, key: str, allowed: Iterable[str]) -> str:
     return value
 
 
+def _bool(cfg: DictConfig, key: str) -> bool:
+    value = _get(cfg, key)
+    _require(isinstance(value, bool), key, value, "True or False")
+    return value
+
+
 def _int_at_least(cfg: DictConfig, key: str, lowest: int) -> int:
     value = _get(cfg, key)
     ok = _is_int(value) and value >= lowest
@@ -221,8 +227,7 @@ def _validate_actor_update(cfg: DictConfig) -> None:
              "null or a number > 1")
     _one_of(cfg, f"{a}.loss_agg_mode", [m.value for m in LossAggMode])
     _number_in(cfg, f"{a}.entropy_coeff", 0.0, float("inf"))
-    for key in (f"{a}.use_rollout_log_probs", "trainer.entropy_after_update"):
-        _require(isinstance(_get(cfg, key), bool), key, _get(cfg, key), "True or False")
+    _bool(cfg, f"{a}.use_rollout_log_probs")
     _one_of(cfg, f"{a}.kl_loss_type", KL_PENALTIES)
     _require(_get(cfg, f"{a}.use_kl_loss") is False, f"{a}.use_kl_loss", _get(cfg, f"{a}.use_kl_loss"),
              "False: a KL loss needs a reference policy, which this version does not build")
@@ -300,8 +305,7 @@ def _validate_algorithm(cfg: DictConfig) -> None:
     _one_of(cfg, "algorithm.adv_estimator", ADVANTAGE_ESTIMATORS)
     _number_in(cfg, "algorithm.gamma", 0.0, 1.0)
     _number_in(cfg, "algorithm.lam", 0.0, 1.0)
-    _require(isinstance(_get(cfg, "algorithm.whiten_advantages"), bool), "algorithm.whiten_advantages",
-             _get(cfg, "algorithm.whiten_advantages"), "True or False")
+    _bool(cfg, "algorithm.whiten_advantages")
     _one_of(cfg, "algorithm.kl_penalty", KL_PENALTIES)
     _one_of(cfg, "algorithm.kl_ctrl.type", ("fixed", "adaptive"))
     kl_coef = _get(cfg, "algorithm.kl_ctrl.kl_coef")
@@ -316,13 +320,12 @@ def _validate_algorithm(cfg: DictConfig) -> None:
 def _validate_task_sampling(cfg: DictConfig) -> None:
     """data.curriculum.* and data.task_balanced: the two ways to choose each prompt's task."""
     c = "data.curriculum"
-    _require(isinstance(_get(cfg, f"{c}.enable"), bool), f"{c}.enable", _get(cfg, f"{c}.enable"), "True or False")
+    curriculum = _bool(cfg, f"{c}.enable")
     _number_in(cfg, f"{c}.temperature", 0.0, float("inf"), low_open=True)
     ema = _number_in(cfg, f"{c}.ema", 0.0, 1.0)
     _require(ema < 1.0, f"{c}.ema", ema, "a number in [0, 1) (1 would never update the estimates)")
-    balanced = _get(cfg, "data.task_balanced")
-    _require(isinstance(balanced, bool), "data.task_balanced", balanced, "True or False")
-    _require(not (balanced and _get(cfg, f"{c}.enable")), "data.task_balanced", balanced,
+    balanced = _bool(cfg, "data.task_balanced")
+    _require(not (balanced and curriculum), "data.task_balanced", balanced,
              "False when data.curriculum.enable=True (both choose each prompt's task)")
 
 
@@ -372,7 +375,7 @@ def _validate_critic(cfg: DictConfig, check_paths: bool) -> None:
     steps = cfg.trainer.total_training_steps
     _require(steps is None or warmup < steps, f"{c}.warmup_steps", warmup,
              f"fewer than trainer.total_training_steps={steps} (else the actor is never trained)")
-    _require(isinstance(_get(cfg, f"{c}.colocate"), bool), f"{c}.colocate", _get(cfg, f"{c}.colocate"), "True or False")
+    _bool(cfg, f"{c}.colocate")
 
 
 def _cpu_threads_per_worker(cfg: DictConfig, t: str) -> None:
@@ -419,6 +422,7 @@ def _validate_trainer(cfg: DictConfig, check_paths: bool) -> None:
     _require(tbs % n_workers == 0 or cfg.trainer.val_only, "data.train_batch_size", tbs,
              f"a multiple of the number of workers ({n_workers} = trainer.nnodes x trainer.n_gpus_per_node)")
     _int_at_least(cfg, f"{t}.max_worker_restarts", 0)
+    _bool(cfg, f"{t}.entropy_after_update")
     keep = _get(cfg, f"{t}.max_actor_ckpt_to_keep")
     _require(keep is None or (_is_int(keep) and keep >= 1), f"{t}.max_actor_ckpt_to_keep", keep,
              "null or an integer >= 1")

@@ -26,6 +26,15 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=-1)
 
 
+def action_log_prob_and_entropy(logits: torch.Tensor, bins: torch.Tensor, temperature: float
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of the drawn `bins` and entropy under softmax(logits / temperature): the one definition
+    the rollout and the actor's recompute share, so reusing the rollout's values (actor.use_rollout_log_probs)
+    means the same thing as recomputing them. logits [..., V], bins [...] in [0, V) -> ([...], [...]) fp32."""
+    scaled = logits.float() / temperature
+    return logprobs_from_logits(scaled, bins), entropy_from_logits(scaled)
+
+
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     return (values * mask).sum() if dim is None else (values * mask).sum(dim=dim)
 

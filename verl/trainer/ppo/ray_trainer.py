@@ -354,7 +354,7 @@ class RayPPOTrainer:
             "rollout/finish_step_mean": batch.batch[tj.FINISH_STEP].float().mean().item(),
             "rollout/faulted_episodes_kept": batch.batch[tj.FAULTED].float().sum().item(),
         })
-        if not self.config.actor_rollout_ref.actor.use_rollout_log_probs:
+        if not reuse_rollout:
             log_ratio = (batch.batch[tj.OLD_LOG_PROBS] - batch.batch[tj.ROLLOUT_LOG_PROBS])[mask]
             # the rollout's log-probs against the update's recompute of them (same weights): 0 up to the
             # kernels' batch-shape dependence; a large value means rollout and training disagree (bf16 / GPU

@@ -21,7 +21,7 @@ from verl.models.openvla_oft import ACTION_TOKEN_BEGIN
 from verl.protocol import DataProto
 from verl.trainer.ppo import core_algos
 from verl.utils.fsdp_utils import full_params_for_inference
-from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+from verl.utils.torch_functional import action_log_prob_and_entropy
 from verl.workers import step_batches as sb
 from verl.workers import trajectory as tj
 from verl.workers.optim_step import optimizer_step, scheduler_step
@@ -76,9 +76,8 @@ class DataParallelPPOActor:
 
     def _log_prob_and_entropy(self, logits: torch.Tensor, data: DataProto, steps: torch.Tensor):
         """Per-token log-prob and entropy [S, A] of the taken actions under softmax(logits / T)."""
-        scaled = logits.float() / self.settings.temperature
         bins = data.batch[tj.RESPONSES][steps[:, 0], steps[:, 1]].to(self.device) - ACTION_TOKEN_BEGIN
-        return logprobs_from_logits(scaled, bins), entropy_from_logits(scaled)
+        return action_log_prob_and_entropy(logits, bins, self.settings.temperature)
 
     # ------------------------------------------------------------------------------ log-probs
     @torch.no_grad()

@@ -35,7 +35,7 @@ from verl.models.openvla_oft import ACTION_TOKEN_BEGIN, ActionTokenizer
 from verl.models.openvla_oft.constants import LIBERO_PROPRIO_DIM
 from verl.protocol import DataProto
 from verl.utils.progress import EpisodeProgress
-from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+from verl.utils.torch_functional import action_log_prob_and_entropy
 from verl.workers import trajectory as tj
 from verl.workers.policy_inputs import PolicyInputBuilder
 from verl.workers.rollout.policy_env_io import env_actions, model_images, model_proprio
@@ -368,8 +368,7 @@ class EnvRollout:
             self.stats.forwards += 1
             self.stats.forward_rows += len(batch)
             bins = tokens - ACTION_TOKEN_BEGIN  # [B, A]
-            scaled = logits.float() / self.settings.temperature
-            log_probs, entropy = logprobs_from_logits(scaled, bins), entropy_from_logits(scaled)  # [B, A] each
+            log_probs, entropy = action_log_prob_and_entropy(logits, bins, self.settings.temperature)  # [B, A] each
             tokens_np, lp_np, ent_np = tokens.cpu().numpy(), log_probs.cpu().numpy(), entropy.cpu().numpy()  # a device sync
             for row, ep in enumerate(batch):
                 ep.tokens.append(tokens_np[row])
