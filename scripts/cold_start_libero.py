@@ -160,7 +160,8 @@ def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float 
 
 def init_kwargs(args: argparse.Namespace) -> dict:
     """make_tiny_checkpoint's arguments for the SFT starting point (flags of make_tiny_checkpoint.py)."""
-    return {"seed": args.init_seed, "llm_layers": args.llm_layers, "llm_hidden": args.llm_hidden, "qk_init_std": args.qk_init_std}
+    return {"seed": args.init_seed, "llm_layers": args.llm_layers, "llm_hidden": args.llm_hidden, "qk_init_std": args.qk_init_std,
+            "patch_size": args.patch_size}
 
 
 def setup_commands(args: argparse.Namespace, run: Path) -> dict[str, list[str]]:
@@ -303,6 +304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(AVX512-BF16 / AMX), else float32")
     p.add_argument("--llm-layers", type=int, default=4, help="decoder layers of the small model (2 cannot separate the 56 action slots)")
     p.add_argument("--llm-hidden", type=int, default=128, help="decoder width of the small model")
+    p.add_argument("--patch-size", type=int, default=14,
+                   help="vision patch size of the small model (the real model's 14: 256 image tokens per image; 28: 64)")
     p.add_argument("--qk-init-std", type=float, default=0.1, help="init std of the decoder's query/key projections (see tiny.py)")
     p.add_argument("--rl-steps", type=int, default=14,
                    help="GRPO steps; from the shipped policy, 4 x 8 episodes per step, task-balanced: held-out 0.35 -> "

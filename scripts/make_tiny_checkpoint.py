@@ -2,7 +2,7 @@
 """Write a tiny random OpenVLA(-OFT) checkpoint in the released format (for tests and the CPU demo).
 
     python scripts/make_tiny_checkpoint.py --out /tmp/tiny_oft [--openvla] [--action-dim 7 --action-chunk 8]
-        [--use-proprio] [--num-images 1] [--seed 0] [--llm-hidden 64 --llm-layers 2 --vision-width 32 --vision-depth 2] [--qk-init-std 0.1]
+        [--use-proprio] [--num-images 1] [--seed 0] [--llm-hidden 64 --llm-layers 2 --vision-width 32 --vision-depth 2] [--patch-size 14] [--qk-init-std 0.1]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--llm-layers", type=int, default=2, help="decoder layers (the real model: 32)")
     parser.add_argument("--vision-width", type=int, default=32, help="width of both vision towers (real: 1024/1152)")
     parser.add_argument("--vision-depth", type=int, default=2, help="blocks per vision tower (real: 24/27)")
+    parser.add_argument("--patch-size", type=int, default=14,
+                        help="vision patch size of both towers (the real model: 14; 28 -> 64 image tokens instead of 256)")
     parser.add_argument("--qk-init-std", type=float, default=None,
                         help="init std of the decoder's query/key projections (default 0.02 like every weight; "
                              "~1/sqrt(llm-hidden) for a model that will be trained from scratch, e.g. by SFT)")
@@ -56,6 +58,7 @@ def main() -> None:
         llm_layers=args.llm_layers,
         vision_width=args.vision_width,
         vision_depth=args.vision_depth,
+        patch_size=args.patch_size,
     )
 
 

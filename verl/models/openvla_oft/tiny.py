@@ -1,7 +1,8 @@
 """Tiny random OpenVLA(-OFT) checkpoints in the exact released format, for tests and the CPU demo.
 
 Same module tree, key names, 32064-row vocabulary, 224 px input and patch size 14 as the real model, with
-small widths and two blocks per tower / decoder. Weights are drawn by our own deterministic rule from
+small widths and two blocks per tower / decoder. `patch_size` is a knob for CPU experiments: 28 gives each
+tower 64 patch tokens per 224 px image instead of 256 (same pixels in, a quarter of the image tokens). Weights are drawn by our own deterministic rule from
 one seed (not by timm's or transformers' initialisers), so a given seed gives the same model whatever
 library versions are installed. The tokenizer is a character-level `tokenizers` model that keeps every
 id rule of the Llama-2 one: <unk> 0, BOS 1, EOS 2, byte tokens 3..258 (newline = 13), "▁" = 29871,
@@ -20,11 +21,13 @@ import torch
 from verl.models.openvla_oft.checkpoint import save_openvla_checkpoint
 from verl.models.openvla_oft.configuration import OpenVLAConfig
 from verl.models.openvla_oft.constants import (
+    IMAGE_SIZE,
     LIBERO_ACTION_CHUNK,
     LIBERO_ACTION_DIM,
     LIBERO_PROPRIO_DIM,
     PAD_TOKEN_ID,
     PADDED_VOCAB_SIZE,
+    PATCH_SIZE,
     SPACE_TOKEN_ID,
     TEXT_VOCAB_SIZE,
 )
@@ -50,11 +53,18 @@ def tiny_config(
     vision_depth: int = 2,
     llm_hidden: int = TINY_LLM_HIDDEN,
     llm_layers: int = 2,
+    patch_size: int = PATCH_SIZE,
 ) -> OpenVLAConfig:
     """The tiny layout; the width/depth knobs build larger models of the same architecture (e.g. a
-    model whose forward costs about as much as an env chunk, for the rollout overlap benchmark)."""
+    model whose forward costs about as much as an env chunk, for the rollout overlap benchmark).
+    `patch_size` (a divisor of 224) sets both towers' patch: the decoder sees (224 / patch_size)^2
+    image tokens, the bulk of its sequence (256 of ~330 at the real 14)."""
+    if IMAGE_SIZE % patch_size:
+        raise ValueError(f"patch_size={patch_size}: expected a divisor of the {IMAGE_SIZE} px input (14, 16, 28, 32, ...)")
     heads = max(2, vision_width // 64)
     tower = {"embed_dim": vision_width, "depth": vision_depth, "num_heads": heads}
+    if patch_size != PATCH_SIZE:
+        tower["patch_size"] = patch_size
     return OpenVLAConfig(
         timm_model_overrides=[dict(tower), dict(tower, mlp_ratio=3.7362)],
         text_config={
@@ -191,7 +201,7 @@ def make_tiny_checkpoint(
 ) -> Path:
     """Write a tiny checkpoint directory (config, safetensors + index, statistics, tokenizer, processor).
 
-    `size`: the width/depth knobs of `tiny_config` (vision_width, vision_depth, llm_hidden, llm_layers)."""
+    `size`: the size knobs of `tiny_config` (vision_width, vision_depth, llm_hidden, llm_layers, patch_size)."""
     model = build_tiny_model(
         seed,
         qk_init_std,
