@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -177,6 +178,7 @@ def setup_commands(args: argparse.Namespace, run: Path) -> dict[str, list[str]]:
             py, "scripts/collect_libero_demos.py", "--suite", args.suite, "--tasks", ",".join(map(str, tasks)),
             "--init-states", f"0-{train_states - 1}", "--num-demos", str(args.demos_per_task + 1),
             "--cameras", "agentview", "--out", str(demos), "--report", str(run / "expert_report.json"),
+            "--workers", str(min(len(tasks), os.cpu_count() or 1)),
         ],
         # a small model of the OpenVLA-OFT architecture, random init; 4 decoder layers of width 128 whose
         # attention tells positions apart from the start (the 56 action slots are zero embeddings)
@@ -187,6 +189,7 @@ def setup_commands(args: argparse.Namespace, run: Path) -> dict[str, list[str]]:
             py, "-m", "verl.trainer.main_sft", f"data.train_files=[{demos}]", f"data.task_suite_name={args.suite}",
             f"data.demos_per_task={args.demos_per_task}", "data.val_demos_per_task=1", "data.batch_size=32",
             "data.micro_batch_size=32", f"actor_rollout_ref.model.path={init}", f"actor_rollout_ref.model.dtype={args.sft_dtype}",
+            f"actor_rollout_ref.model.attn_implementation={args.attn_implementation}",
             f"actor_rollout_ref.actor.optim.lr={args.sft_lr}",
             "actor_rollout_ref.actor.optim.lr_warmup_steps=20", f"trainer.total_epochs={args.sft_epochs}",
             *([f"trainer.total_training_steps={args.sft_steps}"] if args.sft_steps else []),
@@ -205,6 +208,7 @@ def rl_command(args: argparse.Namespace, run: Path, sft_ckpt: Path) -> list[str]
     mini = max(1, episodes_per_step // args.rl_mini_batches)
     return [
         sys.executable, "-m", "verl.trainer.main_ppo", f"actor_rollout_ref.model.path={sft_ckpt}",
+        f"actor_rollout_ref.model.attn_implementation={args.attn_implementation}",
         f"data.task_suite_name={args.suite}", f"actor_rollout_ref.rollout.task_suite_name={args.suite}",
         f"actor_rollout_ref.rollout.unnorm_key={args.suite}", f"data.task_ids=[{','.join(map(str, tasks))}]",
         f"data.num_trials_per_task={NUM_INIT_STATES}", "data.val_split=held_out",
@@ -245,6 +249,7 @@ FLAG_OF_KEY = {
     "trainer.total_training_steps": "--rl-steps / --sft-steps",
     "trainer.test_freq": "--test-freq",
     "trainer.save_freq": "--save-freq",
+    "actor_rollout_ref.model.attn_implementation": "--attn-implementation",
 }
 
 
@@ -302,6 +307,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "Intel Xeon with AMX: fp32 reached validation loss 2.25 and held-out 0.125 at step 1500, bf16 "
                         "2.57 and 0.05, at 1.9 against 1.5 s/step. auto: bfloat16 where the CPU has native bf16 "
                         "(AVX512-BF16 / AMX), else float32")
+    p.add_argument("--attn-implementation", choices=("auto", "sdpa", "eager"), default="eager",
+                   help="the decoder's attention in both stages. On these 2 cores eager trains the small model ~12%% faster "
+                        "than SDPA (0.88 against 1.00 s per SFT step at --patch-size 28)")
     p.add_argument("--llm-layers", type=int, default=4, help="decoder layers of the small model (2 cannot separate the 56 action slots)")
     p.add_argument("--llm-hidden", type=int, default=128, help="decoder width of the small model")
     p.add_argument("--patch-size", type=int, default=14,

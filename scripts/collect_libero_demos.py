@@ -129,6 +129,60 @@ def run_episode(adapter, spec, max_steps: int, record: bool, with_model_xml: boo
     return result, demo
 
 
+def collect_task(args: argparse.Namespace, suite: str, task_id: int, init_states: list[int], cameras: list[str],
+                 record: bool) -> dict:
+    """Run the expert on one task's init states (in order, until --num-demos) in this process's own
+    simulator and write the task's HDF5 file. Returns the task's entry of the success table."""
+    from verl.envs.base import EnvSpec
+    from verl.envs.libero_env import LiberoAdapter
+    from verl.utils.dataset.libero_hdf5 import write_libero_hdf5
+
+    config = SimpleNamespace(camera_names=[CAMERAS[c] for c in cameras], image_size=args.image_size,
+                             num_steps_wait=10, libero_reset_mode="fast", max_episode_steps=args.max_steps)
+    adapter = LiberoAdapter(config)
+    try:
+        task_started = time.perf_counter()
+        demos, per_state = [], {}
+        meta = None
+        for state_id in init_states:
+            if args.num_demos is not None and len(demos) >= args.num_demos:
+                break
+            result, demo = run_episode(adapter, EnvSpec("libero", suite, task_id, state_id), args.max_steps,
+                                       record, with_model_xml=args.model_xml)
+            meta = meta or adapter.task_metadata()
+            per_state[str(state_id)] = result
+            if demo is not None:
+                demos.append(demo)
+            print(f"[{suite} task {task_id} init {state_id}] success={result['success']} "
+                  f"steps={result['steps']} recorded={result['recorded_steps']} {result['seconds']:.1f}s", flush=True)
+        tried = len(per_state)
+        successes = sum(r["success"] for r in per_state.values())
+        entry = {
+            "instruction": meta["instruction"] if meta else "",
+            "successes": successes, "tried": tried, "success_rate": successes / max(tried, 1),
+            "mean_steps_success": (float(np.mean([r["steps"] for r in per_state.values() if r["success"]]))
+                                   if successes else None),
+            "seconds": round(time.perf_counter() - task_started, 1),
+            "init_states": per_state,
+        }
+        if record and demos:
+            env_args = {"type": 1, "env_name": meta["env_name"], "problem_name": meta["problem_info"]["problem_name"],
+                        "bddl_file": meta["bddl_file_name"], "env_kwargs": meta["env_kwargs"]}
+            import robosuite.macros as macros
+
+            entry["file"] = write_libero_hdf5(
+                str(args.out), demos, problem_info=meta["problem_info"], bddl_file_name=meta["bddl_file_name"],
+                bddl_file_content=meta["bddl_file_content"], env_name=meta["env_name"], env_args=env_args,
+                macros_image_convention=macros.IMAGE_CONVENTION, task_suite_name=suite, task_id=task_id,
+                compression=None if args.no_compress else "gzip")
+            entry["num_demos"] = len(demos)
+        elif record:
+            print(f"[{suite} task {task_id}] no successful episode: no file written", flush=True)
+        return entry
+    finally:
+        adapter.close()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="libero_object", help="LIBERO suite (default: libero_object)")
@@ -146,6 +200,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-record", action="store_true",
                         help="only measure expert success: render nothing, write no HDF5 (--out not needed)")
     parser.add_argument("--no-compress", action="store_true", help="store images uncompressed (default: gzip)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="tasks collected at once, one process (and simulator) each; the demos are the same "
+                             "as with 1 (the expert is deterministic), the wall time ~1/N on N free cores")
     parser.add_argument("--model-xml", action="store_true",
                         help="also store each demo's MuJoCo model XML (attr model_file, as LIBERO's raw datasets)")
     args = parser.parse_args(argv)
@@ -171,6 +228,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"--cameras {args.cameras!r}: expected a comma-separated subset of {sorted(CAMERAS)}")
     if args.num_demos is not None and args.num_demos < 1:
         parser.error("--num-demos must be >= 1")
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
     if args.max_steps < 1 or args.image_size < 8:
         parser.error("--max-steps must be >= 1 and --image-size >= 8")
     record = not args.no_record
@@ -178,58 +237,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--out is required (or pass --no-record to measure success only)")
 
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from verl.envs.base import EnvSpec
-    from verl.envs.libero_env import LiberoAdapter
-    from verl.utils.dataset.libero_hdf5 import write_libero_hdf5
-
-    config = SimpleNamespace(camera_names=[CAMERAS[c] for c in cameras], image_size=args.image_size,
-                             num_steps_wait=10, libero_reset_mode="fast", max_episode_steps=args.max_steps)
-    adapter = LiberoAdapter(config)
     report: dict = {"suite": suite, "cameras": cameras if record else [], "image_size": args.image_size,
                     "max_steps": args.max_steps, "init_states": init_states, "tasks": {}}
     started = time.perf_counter()
-    try:
-        for task_id in tasks:
-            task_started = time.perf_counter()
-            demos, per_state = [], {}
-            meta = None
-            for state_id in init_states:
-                if args.num_demos is not None and len(demos) >= args.num_demos:
-                    break
-                result, demo = run_episode(adapter, EnvSpec("libero", suite, task_id, state_id), args.max_steps,
-                                           record, with_model_xml=args.model_xml)
-                meta = meta or adapter.task_metadata()
-                per_state[str(state_id)] = result
-                if demo is not None:
-                    demos.append(demo)
-                print(f"[{suite} task {task_id} init {state_id}] success={result['success']} "
-                      f"steps={result['steps']} recorded={result['recorded_steps']} {result['seconds']:.1f}s", flush=True)
-            tried = len(per_state)
-            successes = sum(r["success"] for r in per_state.values())
-            entry = {
-                "instruction": meta["instruction"] if meta else "",
-                "successes": successes, "tried": tried, "success_rate": successes / max(tried, 1),
-                "mean_steps_success": (float(np.mean([r["steps"] for r in per_state.values() if r["success"]]))
-                                       if successes else None),
-                "seconds": round(time.perf_counter() - task_started, 1),
-                "init_states": per_state,
-            }
-            if record and demos:
-                env_args = {"type": 1, "env_name": meta["env_name"], "problem_name": meta["problem_info"]["problem_name"],
-                            "bddl_file": meta["bddl_file_name"], "env_kwargs": meta["env_kwargs"]}
-                import robosuite.macros as macros
+    jobs = [(args, suite, task_id, init_states, cameras, record) for task_id in tasks]
+    workers = min(args.workers, len(tasks))
+    if workers > 1:  # one task per process at a time: each has its own simulator and writes its own file
+        import multiprocessing
 
-                entry["file"] = write_libero_hdf5(
-                    str(args.out), demos, problem_info=meta["problem_info"], bddl_file_name=meta["bddl_file_name"],
-                    bddl_file_content=meta["bddl_file_content"], env_name=meta["env_name"], env_args=env_args,
-                    macros_image_convention=macros.IMAGE_CONVENTION, task_suite_name=suite, task_id=task_id,
-                    compression=None if args.no_compress else "gzip")
-                entry["num_demos"] = len(demos)
-            elif record:
-                print(f"[{suite} task {task_id}] no successful episode: no file written", flush=True)
-            report["tasks"][str(task_id)] = entry
-    finally:
-        adapter.close()
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            entries = pool.starmap(collect_task, jobs, chunksize=1)
+    else:
+        entries = [collect_task(*job) for job in jobs]
+    for task_id, entry in zip(tasks, entries):
+        report["tasks"][str(task_id)] = entry
     wall = time.perf_counter() - started
     episodes = [r for t in report["tasks"].values() for r in t["init_states"].values()]
     successes = [r for r in episodes if r["success"]]

@@ -4,6 +4,8 @@ h5py directly, without our extra attributes), and the collector end to end on on
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +224,22 @@ def test_hdf5_collector_writes_a_readable_demo(tmp_path):
         assert demo["states"].shape[0] == len(ep) and demo["obs/joint_states"].shape == (len(ep), 7)
         # the first recorded proprio is the adapter's observation after the reset's no-op wait
         assert abs(demo["obs/gripper_states"][0, 0] - demo["obs/gripper_states"][0, 1]) > 0.05  # open
+
+
+@pytest.mark.slow
+def test_collector_workers_give_the_serial_results(tmp_path):
+    """--workers 2 runs the two tasks in two processes: the same episodes, step for step, as one process."""
+    pytest.importorskip("libero")
+    tables = []
+    for workers in (1, 2):
+        report = tmp_path / f"report_{workers}.json"
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "collect_libero_demos.py"), "--suite", "libero_object",
+             "--tasks", "0,1", "--init-states", "0", "--no-record", "--workers", str(workers), "--report", str(report)],
+            capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tables.append(json.loads(report.read_text()))
+    serial, parallel = ({task: {state: {k: v for k, v in r.items() if k != "seconds"} for state, r in t["init_states"].items()}
+                         for task, t in table["tasks"].items()} for table in tables)
+    assert list(serial) == ["0", "1"] and serial == parallel
+    assert all(r["success"] for t in serial.values() for r in t.values())

@@ -140,6 +140,7 @@ class RaySFTTrainer:
                 step_start = time.perf_counter()
                 batch_future, self._sampler_state = pending
                 batch = batch_future.result()
+                window["timing/batch_wait"].append(time.perf_counter() - step_start)  # > 0: the crops lag the update
                 if self.global_steps < self.total_training_steps:  # the next batch is cropped while this one trains
                     pending = self._prepare_batch(self.global_steps + 1, prefetch)
                 for key, values in self.wg.train_step(batch).meta_info["metrics"].items():

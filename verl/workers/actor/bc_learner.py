@@ -12,6 +12,7 @@ passes (the driver sends equal shares), as FSDP2's per-block collectives require
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional
@@ -73,6 +74,7 @@ class BehaviorCloningLearner:
 
     def train_step(self, data: DataProto) -> dict[str, list[float]]:
         """One optimizer step on this rank's share; gradients of the micro-batches add up to the mean loss."""
+        started = time.perf_counter()
         self.model.train()
         n = len(data)
         sums: dict[str, float] = defaultdict(float)
@@ -91,6 +93,7 @@ class BehaviorCloningLearner:
             out["sft/skipped_steps"] = [1.0]
         self.optimizer.zero_grad(set_to_none=True)
         out["sft/grad_norm"] = [grad_norm.item()]
+        out["timing/update"] = [time.perf_counter() - started]
         if self.lr_scheduler is not None:
             out["sft/lr"] = [self.lr_scheduler.get_last_lr()[0]]
             self.lr_scheduler.step()
