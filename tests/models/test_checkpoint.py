@@ -180,3 +180,22 @@ def test_larger_tiny_checkpoint_keeps_the_architecture(tmp_path):
 
     assert layout(model) == layout(small)
     assert sum(p.numel() for p in model.parameters()) > 3 * sum(p.numel() for p in small.parameters())
+
+
+def test_patch_size_knob_quarters_the_image_tokens(tmp_path):
+    """--patch-size 28 (the CPU cold start's): the same module tree and 224 px input, 64 image tokens per
+    tower instead of 256, saved in the config so the loader rebuilds it; a size that does not divide 224 is refused."""
+    out = make_tiny_checkpoint(tmp_path / "p28", llm_hidden=64, patch_size=28)
+    model = load_openvla_checkpoint(out)
+    assert all(o["patch_size"] == 28 for o in model.config.timm_model_overrides)
+    assert model.vision_backbone.featurizer.patch_embed.proj.weight.shape[-2:] == (28, 28)
+    pixels = torch.zeros(2, 6, 224, 224)
+    assert model.vision_backbone(pixels).shape[1] == 64
+    assert build_tiny_model(0).vision_backbone(pixels).shape[1] == 256
+
+    def layout(m):
+        return {name for name, _ in m.named_parameters()}
+
+    assert layout(model) == layout(build_tiny_model(0))
+    with pytest.raises(ValueError, match="patch_size=30"):
+        build_tiny_model(0, patch_size=30)
