@@ -53,7 +53,9 @@ def test_sft_fits_a_handful_of_frames():
                                      PolicyInputBuilder(processor.preprocess_images, 32000, torch.device("cpu")), optimizer)
     batch = data.batch(range(len(data)))
     first = learner.evaluate(batch)
-    losses = [learner.train_step(batch)["sft/loss"][0] for _ in range(100)]
+    steps = [learner.train_step(batch) for _ in range(100)]
+    losses = [out["sft/loss"][0] for out in steps]
+    assert all(out["timing/update"][0] > 0 for out in steps)  # the worker's own time for the step
     after = learner.evaluate(batch)
     n = after["sft_val_sum/count"][0]
     assert losses[-1] < 0.25 * losses[0]

@@ -4,8 +4,8 @@ Same module tree, key names, 32064-row vocabulary, 224 px input and patch size 1
 small widths and two blocks per tower / decoder. `patch_size` is a knob for CPU experiments: 28 gives each
 tower 64 patch tokens per 224 px image instead of 256 (the same pixels in, a quarter of the decoder's image
 tokens). Weights are drawn by our own deterministic rule from one seed (not by timm's or transformers'
-initialisers), so a given seed gives the same model whatever library versions are installed. The tokenizer is a character-level `tokenizers` model that keeps every
-id rule of the Llama-2 one: <unk> 0, BOS 1, EOS 2, byte tokens 3..258 (newline = 13), "▁" = 29871,
+initialisers), so a given seed gives the same model whatever library versions are installed. The
+tokenizer is a character-level `tokenizers` model that keeps every id rule of the Llama-2 one: <unk> 0, BOS 1, EOS 2, byte tokens 3..258 (newline = 13), "▁" = 29871,
 32000 base ids and `<PAD>` = 32000.
 """
 
