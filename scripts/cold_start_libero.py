@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from verl.utils.termination import exit_on_sigterm, stop_child  # noqa: E402
 NUM_INIT_STATES = 50  # LIBERO init states per task
 SHIPPED_SFT = ROOT / "examples" / "assets" / "cold_start_sft_libero_object.delta.safetensors"
 # --quick: the shipped policy's weak task (held-out 0.05, against 0.65 on task 1), 24 episodes per step
@@ -77,10 +78,16 @@ class Stages:
         log(f"{name}: {' '.join(command)}")
         start = time.perf_counter()
         with open(log_file, "a") as out:
-            proc = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                returncode = proc.wait()
+            except BaseException as stop:  # Ctrl-C, SIGTERM (exit_on_sigterm): the stage must not outlive us
+                log(f"{name}: stopping the stage (pid {proc.pid})")
+                stop_child(proc, interrupted_by_ctrl_c=isinstance(stop, KeyboardInterrupt))
+                raise
         wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"stage {name} failed ({proc.returncode}); see {log_file}")
+        if returncode != 0:
+            raise SystemExit(f"stage {name} failed ({returncode}); see {log_file}")
         runs = (previous or {}).get("runs", [previous] if previous else [])
         runs = [{"wall_s": r["wall_s"], "command": r["command"]} for r in runs] + [{"wall_s": wall, "command": command}]
         self.done[name] = {"wall_s": sum(r["wall_s"] for r in runs), "command": command, "runs": runs}
@@ -516,4 +523,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()  # `kill <pid>` stops the running stage too (Stages.run)
     sys.exit(main())

@@ -271,4 +271,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from verl.utils.termination import exit_on_sigterm
+
+    exit_on_sigterm()  # `kill <pid>` ends the Pool's `with` block, whose exit terminates the workers
     sys.exit(main())

@@ -243,3 +243,46 @@ def test_collector_workers_give_the_serial_results(tmp_path):
                          for task, t in table["tasks"].items()} for table in tables)
     assert list(serial) == ["0", "1"] and serial == parallel
     assert all(r["success"] for t in serial.values() for r in t.values())
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_collectors_worker_processes():
+    """`kill <pid>` of a --workers 2 collector ends its pool's simulator processes too, not only the
+    parent (SIGTERM's default action would leave them collecting for minutes)."""
+    pytest.importorskip("libero")
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "collect_libero_demos.py"), "--suite", "libero_object",
+         "--tasks", "0,1", "--init-states", "0-9", "--no-record", "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 300
+    workers: list[int] = []
+    while len(workers) < 2:  # the pool's two workers (spawned: "spawn_main ... pipe_handle")
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        workers = [c for c in _children(proc.pid)
+                   if "pipe_handle" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+        time.sleep(0.2)
+    time.sleep(3)  # into their episodes
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 143
+    deadline = time.time() + 30
+    while any(_running(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_running(w) for w in workers)

@@ -121,3 +121,22 @@ def test_cli_names_a_truncated_shard_before_ray(tmp_path):
     assert proc.returncode == 2, out[-3000:]
     assert f"weight file {shard} is truncated" in out
     assert "Traceback" not in out and "Started a local Ray" not in out
+
+
+def test_config_and_checkpoint_checks_load_no_model_code(tiny, tmp_path):
+    """What runs before Ray (the keys, then the checkpoint's files) imports neither transformers nor
+    timm, so a typo is reported in about a second, not after the model code has loaded."""
+    script = f"""
+import sys
+from hydra import compose, initialize_config_dir
+from verl.trainer.main_ppo import prepare_config
+with initialize_config_dir(config_dir={str(CONFIG_DIR)!r}, version_base=None):
+    c = compose("ppo_trainer", overrides=["actor_rollout_ref.model.path={tiny['plain']}", "trainer.device=cpu",
+                "trainer.n_gpus_per_node=2", "data.train_batch_size=2",
+                "actor_rollout_ref.actor.ppo_mini_batch_size=16", "trainer.default_local_dir={tmp_path / 'run'}"])
+prepare_config(c)
+print("loaded:", sorted(m for m in ("transformers", "timm", "ray") if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loaded: []" in proc.stdout, proc.stdout

@@ -1,0 +1,102 @@
+"""SIGTERM stops a script the way Ctrl-C does: its cleanup runs, and the cold-start pipeline's
+running stage (a child process) stops with it instead of running on for an hour."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from verl.utils.termination import SIGTERM_EXIT_CODE, stop_child
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.is_file() or not path.read_text().strip():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, f"{path} not written"
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended; only its parent's wait is missing
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_sigterm_runs_the_cleanup_and_exits_143(tmp_path):
+    ready = tmp_path / "ready"
+    proc = start("""
+        import sys, time
+        from pathlib import Path
+        from verl.utils.termination import exit_on_sigterm
+        exit_on_sigterm()
+        Path(sys.argv[1]).write_text("1")
+        try:
+            time.sleep(120)
+        finally:
+            print("cleaned up", flush=True)
+    """, str(ready))
+    wait_for(ready, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == SIGTERM_EXIT_CODE == 143
+    assert "cleaned up" in out
+
+
+def test_sigterm_to_the_cold_start_script_stops_its_running_stage(tmp_path):
+    """Stages.run under exit_on_sigterm (as the script's __main__ block installs it): the stage gets SIGTERM
+    (its own cleanup runs), the script exits 143, and the stage is not recorded as done."""
+    child_pid, interrupted = tmp_path / "child.pid", tmp_path / "interrupted"
+    stage = textwrap.dedent(f"""
+        import os, time
+        from verl.utils.termination import exit_on_sigterm
+        exit_on_sigterm()  # as main_ppo's driver (Ray's handler) and the demo collector do
+        open({str(child_pid)!r}, "w").write(str(os.getpid()))
+        try:
+            time.sleep(120)
+        finally:  # the stage's own cleanup runs
+            open({str(interrupted)!r}, "w").write("1")
+    """)
+    proc = start("""
+        import importlib.util, sys
+        from pathlib import Path
+        spec = importlib.util.spec_from_file_location("cold_start_libero", "scripts/cold_start_libero.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        script.exit_on_sigterm()
+        run = Path(sys.argv[1])
+        script.Stages(run).run("sleepy", [sys.executable, "-c", sys.argv[2]], run / "sleepy.log")
+    """, str(tmp_path), stage)
+    wait_for(child_pid, proc)
+    pid = int(child_pid.read_text())
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert "sleepy: stopping the stage" in out
+    assert not alive(pid)
+    assert interrupted.is_file()  # stopped, not killed
+    assert not (tmp_path / "stages.json").exists()  # a stopped stage is not done: the next run redoes it
+
+
+def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period():
+    child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, "
+                              "signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    start_s = time.time()
+    stop_child(child, interrupted_by_ctrl_c=False, grace_s=1.0)
+    assert child.returncode == -signal.SIGKILL
+    assert time.time() - start_s < 10
