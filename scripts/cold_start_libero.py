@@ -36,6 +36,10 @@ NUM_INIT_STATES = 50  # LIBERO init states per task
 SHIPPED_SFT = ROOT / "examples" / "assets" / "cold_start_sft_libero_object.delta.safetensors"
 # --quick: the shipped policy's weak task (held-out 0.05, against 0.65 on task 1), 24 episodes per step
 QUICK = {"tasks": "0", "prompts_per_step": 3, "rl_steps": 4, "test_freq": 2}
+# flags of the demo, init and SFT stages: unused with --from-sft (the checkpoint decides), so a result
+# started from one does not list them (patch_size=14 there would misdescribe a patch-28 checkpoint)
+SFT_STAGE_SETTINGS = ("demos_per_task", "sft_epochs", "sft_steps", "sft_lr", "sft_dtype", "llm_layers", "llm_hidden",
+                      "patch_size", "qk_init_std", "init_seed")
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -508,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       "curve": [{k: p[k] for k in ("step", "heldout_success", "per_task")}
                                                                 for p in compare["curve"]]},
         "sft_checkpoint": str(sft_ckpt),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                     if args.from_sft is None or k not in SFT_STAGE_SETTINGS},
         "commands": {name: stage["command"] for name, stage in stages.done.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -176,3 +176,11 @@ def test_report_compares_runs_from_the_same_sft_policy(script, tmp_path):
     assert result["curve"][0]["step"] == 6
     assert result["sft_heldout_success"] is None and result["sft_heldout_per_task"] is None
     assert result["rl_heldout_success"] == 0.55
+
+    # a run started from an SFT checkpoint does not list the flags of the stages it skipped (their
+    # defaults, e.g. patch_size 14, would misdescribe the checkpoint)
+    assert result["settings"]["patch_size"] == 14
+    assert script.main([*argv, "--from-sft", "/ckpt/sft"]) == 0
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["from_sft"] == "/ckpt/sft" and settings["rl_steps"] == 14
+    assert not set(settings) & set(script.SFT_STAGE_SETTINGS)
