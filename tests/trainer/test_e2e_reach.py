@@ -23,19 +23,38 @@ def weights(step_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(next(step_dir.glob("model-*.safetensors"))))
 
 
+def resume_settings(dtype: str) -> tuple[str, ...]:
+    # LR warm-up over the 3 steps: a resumed run whose LR schedule restarted at step 0 logs (and
+    # trains with) another actor/lr at step 3
+    return ("trainer.total_training_steps=3", "trainer.save_freq=2", "trainer.test_freq=3",
+            "trainer.val_before_train=False", "data.filter_accuracy=True",
+            "actor_rollout_ref.actor.optim.lr_warmup_steps=3", f"actor_rollout_ref.model.dtype={dtype}")
+
+
+@pytest.fixture(scope="module")
+def straight_run(ckpt, tmp_path_factory):
+    """dtype -> the run directory of 3 uninterrupted steps with resume_settings(dtype), run once per
+    module: the exact-resume test's reference and the offload test's plain run."""
+    runs: dict[str, Path] = {}
+
+    def get(dtype: str) -> Path:
+        if dtype not in runs:
+            run_dir = tmp_path_factory.mktemp(f"straight_{dtype}")
+            run_main(reach_overrides(ckpt, run_dir, *resume_settings(dtype)))
+            runs[dtype] = run_dir
+        return runs[dtype]
+
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_exact_resume_after_kill(ckpt, tmp_path, dtype):
+def test_exact_resume_after_kill(ckpt, straight_run, tmp_path, dtype):
     """3 steps straight == 2 steps, SIGKILL, resume: same step-3 metrics and weights, in fp32 and
     in bf16 (the GPU's mixed-precision policy on CPU: the fp32 master weights and AdamW state are
     what is saved, so the resumed bf16 run is exact too)."""
-    # LR warm-up over the 3 steps: a resumed run whose LR schedule restarted at step 0 logs (and
-    # trains with) another actor/lr at step 3
-    common = ("trainer.total_training_steps=3", "trainer.save_freq=2", "trainer.test_freq=3",
-              "trainer.val_before_train=False", "data.filter_accuracy=True",
-              "actor_rollout_ref.actor.optim.lr_warmup_steps=3", f"actor_rollout_ref.model.dtype={dtype}")
-    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
-    run_main(reach_overrides(ckpt, straight_dir, *common))
+    common = resume_settings(dtype)
+    straight_dir, killed_dir = straight_run(dtype), tmp_path / "killed"
 
     latest = killed_dir / "actor" / "latest_checkpointed_iteration.txt"
     run_until(reach_overrides(ckpt, killed_dir, *common),
@@ -112,26 +131,27 @@ def test_resume_disable_refuses_to_overwrite_checkpoints(ckpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_offload_checkpointing_and_reused_log_probs_leave_the_run_unchanged(ckpt, tmp_path):
+def test_offload_checkpointing_and_reused_log_probs_leave_the_run_unchanged(ckpt, straight_run, tmp_path):
     """param_offload (FSDP2's CPUOffloadPolicy: sharded parameters, their gradients and the AdamW
     step on the host, copied to the compute device per unit), gradient checkpointing (activations
     recomputed in the backward pass) and actor.use_rollout_log_probs (pi_old and the entropy taken from
     the rollout's forward, not recomputed) change where tensors live and what is computed twice, never
-    the result: 2 steps with all on give the same metrics and weights as 2 steps with all off.
-    optimizer_offload is on in both runs: on a CPU run it has nothing to move (the host is the
-    device); its GPU path is exercised by scripts/gpu_smoke.sh."""
-    common = ("trainer.total_training_steps=2", "trainer.save_freq=2", "trainer.test_freq=2",
-              "trainer.val_before_train=False", "actor_rollout_ref.actor.fsdp_config.optimizer_offload=True")
-    plain_dir, flagged_dir = tmp_path / "plain", tmp_path / "flagged"
-    run_main(reach_overrides(ckpt, plain_dir, *common))
-    run_main(reach_overrides(ckpt, flagged_dir, *common, "actor_rollout_ref.actor.fsdp_config.param_offload=True",
+    the result: 3 steps with all on give the same metrics and weights as the exact-resume test's 3
+    uninterrupted fp32 steps with all off. optimizer_offload is on in both runs (the default): on a
+    CPU run it has nothing to move (the host is the device); its GPU path is exercised by
+    scripts/gpu_smoke.sh."""
+    plain_dir, flagged_dir = straight_run("float32"), tmp_path / "flagged"
+    run_main(reach_overrides(ckpt, flagged_dir, *resume_settings("float32"),
+                             "actor_rollout_ref.actor.fsdp_config.optimizer_offload=True",
+                             "actor_rollout_ref.actor.fsdp_config.param_offload=True",
                              "actor_rollout_ref.model.enable_gradient_checkpointing=True",
                              "actor_rollout_ref.actor.use_rollout_log_probs=True", "trainer.entropy_after_update=False"))
     plain, flagged = read_metrics(plain_dir), read_metrics(flagged_dir)
+    assert sorted(plain) == sorted(flagged) == [1, 2, 3]
     # what the flagged run does not compute: the recompute's check against the rollout, the entropy after the update
     skipped = {"rollout/old_vs_rollout_logprob_abs_diff", "rollout/old_vs_rollout_logprob_abs_diff_max",
                "actor_after/entropy_loss_eval"}
-    for step in (1, 2):
+    for step in (1, 2, 3):
         a, b = deterministic(plain[step]), deterministic(flagged[step])
         assert plain[step]["rollout/old_vs_rollout_logprob_abs_diff_max"] < 1e-5  # the premise: they agree
         assert "timing/old_log_prob" in plain[step] and "timing/old_log_prob" not in flagged[step]
@@ -139,8 +159,9 @@ def test_offload_checkpointing_and_reused_log_probs_leave_the_run_unchanged(ckpt
         assert a.keys() - skipped == b.keys() and skipped <= a.keys()
         for key in b:
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (step, key)
-    wa = weights(plain_dir / "actor" / "global_step_2")
-    wb = weights(flagged_dir / "actor" / "global_step_2")
+    assert "val/test_score/all" in flagged[3]
+    wa = weights(plain_dir / "actor" / "global_step_3")
+    wb = weights(flagged_dir / "actor" / "global_step_3")
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6, msg=key)

@@ -18,15 +18,11 @@ REACH = ("env.reach.num_targets=1", "env.reach.max_episode_steps=8", "env.reach.
 
 
 @pytest.mark.slow
-def test_grpo_improves_greedy_success_on_reach(tmp_path):
-    sft = tmp_path / "sft"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_reach_sft_checkpoint.py"), "--out", str(sft),
-                    "--num-targets", "1", "--speed", "0.16", "--steps", "100", "--seed", "0"],
-                   check=True, cwd=ROOT, capture_output=True, timeout=600)
+def test_grpo_improves_greedy_success_on_reach(reach_sft_policy, tmp_path):
     run_dir = tmp_path / "run"
     start = time.time()
     run_main(reach_overrides(
-        sft, run_dir, *REACH,
+        reach_sft_policy, run_dir, *REACH,
         "data.train_batch_size=8", "data.n_samples=8", "data.num_trials_per_task=16", "data.val_batch_size=64",
         "actor_rollout_ref.actor.ppo_mini_batch_size=64", "actor_rollout_ref.actor.ppo_micro_batch_size=8",
         "actor_rollout_ref.actor.traj_mini_batch_size=32", "actor_rollout_ref.rollout.log_prob_micro_batch_size=64",

@@ -3,8 +3,6 @@ actor's bundles): critic warm-up, exact resume with a critic and the curriculum 
 curriculum moving towards the unsolved target, task-balanced batches, and PPO + critic learning."""
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,20 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from e2e_utils import ROOT, deterministic, reach_overrides, read_metrics, run_main, run_until
+from e2e_utils import deterministic, reach_overrides, read_metrics, run_main, run_until
 from verl.models.openvla_oft.tiny import make_tiny_checkpoint
 
 # VLA-RL's reward scale (1 on success) goes with its value clip of 0.2; returns of 5 would take 25 steps to fit
 PPO = ("algorithm.adv_estimator=gae", "algorithm.gamma=0.99", "algorithm.lam=0.95", "critic.optim.lr=1e-3",
        "verifier.reward_coef=1")
-
-
-
-def reach_sft(out: Path, targets: int, speed: str) -> Path:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_reach_sft_checkpoint.py"), "--out", str(out),
-                    "--num-targets", str(targets), "--speed", speed, "--steps", "100", "--seed", "0"],
-                   check=True, cwd=ROOT, capture_output=True, timeout=600)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -128,15 +118,15 @@ def test_curriculum_draws_the_unsolved_target_more_often(random_policy, tmp_path
 
 
 @pytest.mark.slow
-def test_ppo_with_critic_improves_greedy_success_on_reach(tmp_path):
+def test_ppo_with_critic_improves_greedy_success_on_reach(reach_sft_policy, tmp_path):
     """The GRPO learning test's task and seeds, with PPO + a learned critic (+ 2 warm-up steps):
     greedy success from <= 0.3 to >= 0.7 by step 12 (18 steps measured 0.0 at steps 0-9, 1.0 at 12-18;
     docs/benchmarks/learning_reach_grpo_vs_ppo.json). Steps and wall time to 0.7 are printed."""
-    sft = reach_sft(tmp_path / "sft", targets=1, speed="0.16")
     run_dir = tmp_path / "run"
     start = time.time()
     run_main(reach_overrides(
-        sft, run_dir, "env.reach.num_targets=1", "env.reach.max_episode_steps=8", "env.reach.step_size=0.25",
+        reach_sft_policy, run_dir, "env.reach.num_targets=1", "env.reach.max_episode_steps=8",
+        "env.reach.step_size=0.25",
         *PPO, "critic.warmup_steps=2", "critic.ppo_epochs=2",
         "data.train_batch_size=8", "data.n_samples=8", "data.num_trials_per_task=16", "data.val_batch_size=64",
         "actor_rollout_ref.actor.ppo_mini_batch_size=64", "actor_rollout_ref.actor.ppo_micro_batch_size=8",

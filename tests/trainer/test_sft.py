@@ -138,6 +138,10 @@ def test_sft_exact_resume(demos_dir, init_ckpt, tmp_path):
     run_sft(sft_overrides(demos_dir, init_ckpt, resumed, "trainer.total_training_steps=4", "trainer.test_freq=2"))
     a, b = read_metrics(straight), read_metrics(resumed)
     assert a[4]["sft/loss"] < a[1]["sft/loss"]
+    timed = [step for step in a if "timing/step" in a[step]]
+    assert 4 in timed
+    for step in timed:  # the driver's wait for the next batch is part of the step, never more
+        assert 0 <= a[step]["timing/batch_wait"] <= a[step]["timing/step"], step
     for step in (3, 4):
         for key in ("sft/loss", "sft/token_acc", "sft/grad_norm"):
             assert a[step][key] == pytest.approx(b[step][key], rel=1e-6), (step, key)
