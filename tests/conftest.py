@@ -42,7 +42,7 @@ def one_rank_group():
 
     import torch.distributed as dist
 
-    from verl.single_controller.base.worker import get_free_port
+    from verl.utils.network import get_free_port
 
     assert not dist.is_initialized()
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{get_free_port()}", rank=0, world_size=1,

@@ -1,5 +1,8 @@
 """Worker, @register and the dispatch table, without Ray."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -7,9 +10,9 @@ import torch.distributed as dist
 from verl.protocol import DataProto
 from verl.single_controller.base import Dispatch, Execute, Worker, register
 from verl.single_controller.base.decorator import DISPATCH_TABLE, get_register_info, registered_methods
-from verl.single_controller.base.worker import get_free_port, get_node_ip
 from verl.utils.device import get_device_name, get_dist_backend, get_torch_device
 from verl.utils.distributed import destroy_process_group, init_process_group_from_env
+from verl.utils.network import get_free_port, get_node_ip
 
 DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -66,6 +69,15 @@ def test_node_ip_and_free_port():
     assert get_node_ip().count(".") == 3
     port = get_free_port()
     assert 0 < port < 65536
+
+
+def test_the_master_address_probe_imports_no_torch():
+    """A worker group runs node_address as a Ray task before its workers start: its module must
+    stay light, or that task's process first imports torch (~3 s per worker group start)."""
+    script = ("import sys; from verl.utils.network import node_address; ip, port = node_address(); "
+              "print(ip.count('.'), 0 < port < 65536, sorted(m for m in ('torch', 'numpy', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.split() == ["3", "True", "[]"]
 
 
 def test_register_attaches_metadata_without_wrapping():

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from verl.single_controller.base.worker import get_free_port
+from verl.utils.network import get_free_port
 from verl.utils.distributed import PeerRankError, all_ranks_succeed
 
 GROUP_TIMEOUT_S = 120  # a rank left behind fails after this instead of hanging the test run

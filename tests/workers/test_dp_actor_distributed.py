@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from verl.models.openvla_oft.processor import OpenVLAProcessor
 from verl.models.openvla_oft.tiny import build_tiny_model, build_tiny_tokenizer
 from verl.protocol import DataProto
-from verl.single_controller.base.worker import get_free_port
+from verl.utils.network import get_free_port
 from verl.utils import fsdp_utils
 from verl.workers import trajectory as tj
 from verl.workers.actor.dp_actor import ActorSettings, DataParallelPPOActor

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from verl.single_controller.base.worker import get_free_port
+from verl.utils.network import get_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_SFT = ROOT / "examples" / "assets" / "cold_start_sft_libero_object.delta.safetensors"

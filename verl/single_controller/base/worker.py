@@ -12,33 +12,13 @@ import faulthandler
 import logging
 import os
 import signal
-import socket
 import tempfile
 from dataclasses import dataclass
 from typing import IO, Optional
 
+from verl.utils.network import get_node_ip
+
 logger = logging.getLogger(__name__)
-
-
-def get_node_ip() -> str:
-    """The IP address other nodes can reach this one at (falls back to 127.0.0.1).
-
-    Connecting a UDP socket sends no packet; it only asks the kernel which local address
-    routes outwards.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(("10.254.254.254", 1))
-            return sock.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
-
-
-def get_free_port() -> int:
-    """A TCP port that is free right now (the OS picks it; it may be taken again later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from ray.util.placement_group import PlacementGroup, placement_group, placement_
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from verl.single_controller.base.decorator import DISPATCH_TABLE, Execute, RegisterInfo, registered_methods
-from verl.single_controller.base.worker import STACK_DUMP_SIGNAL, ProcessInfo, get_free_port, get_node_ip
+from verl.single_controller.base.worker import STACK_DUMP_SIGNAL, ProcessInfo
+from verl.utils.network import get_node_ip, node_address
 
 logger = logging.getLogger(__name__)
 
@@ -196,11 +197,6 @@ class RayClassWithInitArgs:
         return self.cls if hasattr(self.cls, "__ray_metadata__") else ray.remote(self.cls)
 
 
-def _probe_node() -> tuple[str, int]:
-    """Run inside rank 0's bundle: that node's IP and a free port for the process group store."""
-    return get_node_ip(), get_free_port()
-
-
 def _read_stacks(infos: dict[int, ProcessInfo], ranks: list[int], settle_s: float = 2.0) -> dict[int, str]:
     """Ask `ranks` (those on this node) to dump their Python stacks; rank -> the dump's text."""
     here = get_node_ip()
@@ -349,7 +345,8 @@ class RayWorkerGroup:
         world_size = len(bundles)
         resources = self.resource_pool.actor_resources()
         first_pg = bundles[0][0]
-        probe = ray.remote(_probe_node).options(
+        # rank 0's node and a free port there, for the process-group store (a light task: see verl.utils.network)
+        probe = ray.remote(node_address).options(
             **resources, scheduling_strategy=PlacementGroupSchedulingStrategy(first_pg, placement_group_bundle_index=0)
         )
         master_addr, master_port = ray.get(probe.remote(), timeout=self.resource_pool.placement_timeout_s)
