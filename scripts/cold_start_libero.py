@@ -36,8 +36,9 @@ NUM_INIT_STATES = 50  # LIBERO init states per task
 SHIPPED_SFT = ROOT / "examples" / "assets" / "cold_start_sft_libero_object.delta.safetensors"
 # --quick: the shipped policy's weak task (held-out 0.05, against 0.65 on task 1), 24 episodes per step
 QUICK = {"tasks": "0", "prompts_per_step": 3, "rl_steps": 4, "test_freq": 2}
-# flags of the demo, init and SFT stages: unused with --from-sft (the checkpoint decides), so a result
-# started from one does not list them (patch_size=14 there would misdescribe a patch-28 checkpoint)
+# flags of the demo, init and SFT stages: unused when those stages did not run (--from-sft: the
+# checkpoint decides), so such a result does not list them (patch_size=14 there would misdescribe a
+# patch-28 checkpoint)
 SFT_STAGE_SETTINGS = ("demos_per_task", "sft_epochs", "sft_steps", "sft_lr", "sft_dtype", "llm_layers", "llm_hidden",
                       "patch_size", "qk_init_std", "init_seed")
 
@@ -86,8 +87,10 @@ class Stages:
             try:
                 returncode = proc.wait()
             except BaseException as stop:  # Ctrl-C, SIGTERM (exit_on_sigterm): the stage must not outlive us
-                log(f"{name}: stopping the stage (pid {proc.pid})")
-                stop_child(proc, interrupted_by_ctrl_c=isinstance(stop, KeyboardInterrupt))
+                try:
+                    stop_child(proc, interrupted_by_ctrl_c=isinstance(stop, KeyboardInterrupt))
+                finally:  # a log line that fails (a closed pipe) must not keep the stage alive
+                    log(f"{name}: stopped the stage (pid {proc.pid})")
                 raise
         wall = time.perf_counter() - start
         if returncode != 0:
@@ -457,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         curve.append({"step": step, "heldout_success": row["val/test_score/all"], "per_task": per_task,
                       "episodes": row.get("val/episodes")})
     algorithm = rl_algorithm(stages.done.get("rl", {}).get("command", []))
+    sft_ran = "sft" in stages.done  # else the SFT stage's flags describe nothing this run used
     compare = None
     if args.compare is not None:
         other = json.loads(args.compare.read_text())
@@ -486,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             f"give --compare with a result JSON that has one, or run main_ppo with trainer.val_only=True on {sft_ckpt}")
     train_prefix = f"train_verify_score/{args.suite}/"
     result = {
-        "suite": args.suite, "tasks": tasks, "demos_per_task": args.demos_per_task,
+        "suite": args.suite, "tasks": tasks, "demos_per_task": args.demos_per_task if sft_ran else None,
         "heldout_init_states": list(range(train_states, NUM_INIT_STATES)),
         "heldout_episodes": int(curve[-1]["episodes"]) if curve else 0,
         "sft_heldout_success": before["heldout_success"] if before else None,
@@ -513,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                 for p in compare["curve"]]},
         "sft_checkpoint": str(sft_ckpt),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                     if args.from_sft is None or k not in SFT_STAGE_SETTINGS},
+                     if sft_ran or k not in SFT_STAGE_SETTINGS},
         "commands": {name: stage["command"] for name, stage in stages.done.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from verl.utils.termination import exit_on_sigterm  # noqa: E402
 
 # dataset camera name -> robosuite camera name
 CAMERAS = {"agentview": "agentview", "eye_in_hand": "robot0_eye_in_hand"}
@@ -271,7 +272,5 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from verl.utils.termination import exit_on_sigterm
-
     exit_on_sigterm()  # `kill <pid>` ends the Pool's `with` block, whose exit terminates the workers
     sys.exit(main())

@@ -252,6 +252,13 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except FileNotFoundError:  # ended between the listing and the read
+        return ""
+
+
 def _running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
@@ -275,8 +282,7 @@ def test_sigterm_stops_the_collectors_worker_processes():
     workers: list[int] = []
     while len(workers) < 2:  # the pool's two workers (spawned: "spawn_main ... pipe_handle")
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
-        workers = [c for c in _children(proc.pid)
-                   if "pipe_handle" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+        workers = [c for c in _children(proc.pid) if "pipe_handle" in _cmdline(c)]
         time.sleep(0.2)
     time.sleep(3)  # into their episodes
     proc.send_signal(signal.SIGTERM)

@@ -177,10 +177,12 @@ def test_report_compares_runs_from_the_same_sft_policy(script, tmp_path):
     assert result["sft_heldout_success"] is None and result["sft_heldout_per_task"] is None
     assert result["rl_heldout_success"] == 0.55
 
-    # a run started from an SFT checkpoint does not list the flags of the stages it skipped (their
-    # defaults, e.g. patch_size 14, would misdescribe the checkpoint)
-    assert result["settings"]["patch_size"] == 14
-    assert script.main([*argv, "--from-sft", "/ckpt/sft"]) == 0
-    settings = json.loads(out.read_text())["settings"]
-    assert settings["from_sft"] == "/ckpt/sft" and settings["rl_steps"] == 14
-    assert not set(settings) & set(script.SFT_STAGE_SETTINGS)
+    # a run whose SFT stage did not run here does not list that stage's flags (their defaults, e.g.
+    # patch_size 14, would misdescribe the checkpoint), and lists them once it has run
+    assert result["settings"]["rl_steps"] == 14 and result["demos_per_task"] is None
+    assert not set(result["settings"]) & set(script.SFT_STAGE_SETTINGS)
+    stages = json.loads((run / "stages.json").read_text())
+    (run / "stages.json").write_text(json.dumps({"sft": {"wall_s": 1.0, "command": ["sft"]}, **stages}))
+    assert script.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["patch_size"] == 14 and result["demos_per_task"] == 12

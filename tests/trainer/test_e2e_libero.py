@@ -2,8 +2,9 @@
 two training steps, validation and a checkpoint, then a resumed third step.
 
 One task, two init states: each env slot builds its simulator once. Building one costs ~5 s, and
-with all 10 libero_spatial tasks the run spent most of its time building them (232 s, now ~110 s).
-Task switching itself is tested in tests/envs/test_libero_env.py."""
+with all 10 libero_spatial tasks the run spent most of its time building them (232 s, now ~100 s).
+Each step is now a whole epoch, so the resume starts at an epoch boundary; resuming mid-epoch is
+tested on reach (tests/trainer/test_e2e_reach.py), task switching in tests/envs/test_libero_env.py."""
 
 import pytest
 

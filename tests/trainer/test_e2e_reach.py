@@ -142,7 +142,6 @@ def test_offload_checkpointing_and_reused_log_probs_leave_the_run_unchanged(ckpt
     scripts/gpu_smoke.sh."""
     plain_dir, flagged_dir = straight_run("float32"), tmp_path / "flagged"
     run_main(reach_overrides(ckpt, flagged_dir, *resume_settings("float32"),
-                             "actor_rollout_ref.actor.fsdp_config.optimizer_offload=True",
                              "actor_rollout_ref.actor.fsdp_config.param_offload=True",
                              "actor_rollout_ref.model.enable_gradient_checkpointing=True",
                              "actor_rollout_ref.actor.use_rollout_log_probs=True", "trainer.entropy_after_update=False"))

@@ -85,7 +85,7 @@ def test_sigterm_to_the_cold_start_script_stops_its_running_stage(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 143, out
-    assert "sleepy: stopping the stage" in out
+    assert "sleepy: stopped the stage" in out
     assert not alive(pid)
     assert interrupted.is_file()  # stopped, not killed
     assert not (tmp_path / "stages.json").exists()  # a stopped stage is not done: the next run redoes it

@@ -26,8 +26,8 @@ def exit_on_sigterm() -> None:
 
 def stop_child(proc: subprocess.Popen, interrupted_by_ctrl_c: bool, grace_s: float = 30.0) -> None:
     """Stop a child whose parent is leaving early, then SIGKILL it after `grace_s`. After Ctrl-C
-    the terminal has already sent the child its SIGINT; otherwise it gets SIGTERM, never ignored
-    by a background launch (`nohup ... &` ignores SIGINT), and a graceful stop where the child
+    the terminal has already sent the child its SIGINT; otherwise it gets SIGTERM, which a
+    background job keeps (`cmd &` from a script ignores SIGINT), and a graceful stop where the child
     handles it: `main_ppo`/`main_sft` stop their workers (Ray's driver turns SIGTERM into
     SystemExit), the demo collector its Pool (exit_on_sigterm)."""
     if proc.poll() is not None:

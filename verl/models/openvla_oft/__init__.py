@@ -49,7 +49,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+if TYPE_CHECKING:  # for type checkers and IDEs: _EXPORTS's names, imported eagerly (a test keeps the two equal)
     from verl.models.openvla_oft.action_tokenizer import ActionTokenizer
     from verl.models.openvla_oft.checkpoint import (load_openvla_checkpoint, read_checkpoint_weights,
                                                    save_openvla_checkpoint)
