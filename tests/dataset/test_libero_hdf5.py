@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from process_utils import is_running
 
 h5py = pytest.importorskip("h5py")
 
@@ -259,13 +260,6 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.slow
 def test_sigterm_stops_the_collectors_worker_processes():
     """`kill <pid>` of a --workers 2 collector ends its pool's simulator processes too, not only the
@@ -289,6 +283,6 @@ def test_sigterm_stops_the_collectors_worker_processes():
     proc.wait(timeout=60)
     assert proc.returncode == 143
     deadline = time.time() + 30
-    while any(_running(w) for w in workers) and time.time() < deadline:
+    while any(is_running(w) for w in workers) and time.time() < deadline:
         time.sleep(0.2)
-    assert not any(_running(w) for w in workers)
+    assert not any(is_running(w) for w in workers)

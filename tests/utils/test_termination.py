@@ -1,7 +1,6 @@
 """SIGTERM stops a script the way Ctrl-C does: its cleanup runs, and the cold-start pipeline's
 running stage (a child process) stops with it instead of running on for an hour."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from process_utils import is_running
 from verl.utils.termination import SIGTERM_EXIT_CODE, stop_child
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,15 +25,6 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline, f"{path} not written"
         time.sleep(0.1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended; only its parent's wait is missing
-        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_sigterm_runs_the_cleanup_and_exits_143(tmp_path):
@@ -86,7 +77,7 @@ def test_sigterm_to_the_cold_start_script_stops_its_running_stage(tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 143, out
     assert "sleepy: stopped the stage" in out
-    assert not alive(pid)
+    assert not is_running(pid)
     assert interrupted.is_file()  # stopped, not killed
     assert not (tmp_path / "stages.json").exists()  # a stopped stage is not done: the next run redoes it
 
