@@ -120,6 +120,7 @@ def test_no_task_balanced_reaches_the_rl_config(script, tmp_path):
     (["--env-cached-tasks", "0"], r"env.libero_cached_tasks.*--env-cached-tasks"),
     (["--rl-temperature", "0"], r"rl stage.*temperature.*--rl-temperature"),
     (["--sft-lr", "-1"], r"sft stage.*optim.lr"),
+    (["--sft-lr-schedule", "cosine", "--sft-min-lr-ratio", "2"], r"sft stage.*min_lr_ratio=2.0 is invalid.*--sft-min-lr-ratio"),
     (["--rl-override", "data.no_such_key=1"], r"rl stage's overrides do not compose.*no_such_key"),
 ])
 def test_a_bad_stage_config_is_refused_before_any_stage(script, tmp_path, argv, message):
@@ -128,6 +129,16 @@ def test_a_bad_stage_config_is_refused_before_any_stage(script, tmp_path, argv, 
     with pytest.raises(SystemExit, match=message):
         script.main(["--run-dir", str(run), *argv])
     assert not run.exists()  # refused before creating anything
+
+
+def test_sft_lr_schedule_reaches_the_sft_config(script, tmp_path):
+    """--sft-lr-schedule cosine decays the LR to --sft-min-lr-ratio x --sft-lr; constant (the default) keeps it."""
+    for argv, style in (([], "constant"), (["--sft-lr-schedule", "cosine", "--sft-min-lr-ratio", "0.2"], "cosine")):
+        args = script.parse_args(["--run-dir", str(tmp_path), *argv])
+        sft = script.stage_config(script.setup_commands(args, tmp_path)["sft"], "sft_trainer")
+        validate_sft_config(sft, check_paths=False)
+        assert sft.actor_rollout_ref.actor.optim.warmup_style == style
+        assert sft.actor_rollout_ref.actor.optim.min_lr_ratio == (0.2 if style == "cosine" else 0.1)
 
 
 def test_init_checkpoint_flags_are_make_tiny_checkpoint_flags(script, tmp_path):
