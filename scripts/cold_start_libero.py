@@ -345,7 +345,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "0.45 (step 5) -> 0.60 (10) -> 0.625 (14) (docs/benchmarks/cold_start_libero_cpu_grpo_task_balanced.json)")
     p.add_argument("--rl-lr", type=float, default=1e-4,
                    help="measured: 2e-4 with one Adam step per RL step collapsed the policy in 3 steps; 2e-5 and 1e-4 "
-                        "(4 mini-batches, warm-up) were stable but did not lift held-out success in 2 steps")
+                        "(4 mini-batches, warm-up) were stable but did not lift held-out success in 2 steps. From the "
+                        "sharper cosine-SFT policy (held-out 0.55, --patch-size 28, T=0.7), 1e-4 collapsed it (ppo_kl "
+                        "0.04-0.11 per step, 0/40 at step 7) and 3e-5 lifted it (ppo_kl <= 0.007; 0.725 at step 16; "
+                        "docs/benchmarks/cold_start_libero_cpu_patch28_cosine.json)")
     p.add_argument("--rl-warmup-steps", type=int, default=2, help="RL steps of linear LR warm-up (Adam's first steps are sign steps)")
     p.add_argument("--rl-mini-batches", type=int, default=4,
                    help="optimizer steps per RL step (PPO mini-batches); with more than one, the clip acts")
