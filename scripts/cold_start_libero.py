@@ -111,6 +111,33 @@ def read_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
     return rows
 
 
+# issue #10's bar: a weak but non-zero SFT start, a clear RL lift, enough episodes, the whole script in 90 minutes
+BAR = {"sft_band": (0.05, 0.6), "lift": 0.25, "heldout_episodes": 40, "wall_min": 90.0}
+
+
+def check_bar(sft: float | None, rl: float | None, episodes: int, wall_s: float, sft_ran: bool,
+              single_run: bool) -> dict:
+    """Each bar beside its measured figure. The lift's standard error treats the two greedy scores
+    as independent binomial means over `episodes` (same init states, so it over- rather than
+    under-states the noise). `single_run`: every stage ran once, uninterrupted, so `wall_s` is one
+    run's wall time and not a sum over resumed pieces."""
+    lift = None if sft is None or rl is None else rl - sft
+    se = None if lift is None or not episodes else ((sft * (1 - sft) + rl * (1 - rl)) / episodes) ** 0.5
+    low, high = BAR["sft_band"]
+    bar = {
+        "sft_heldout_success": sft, "sft_in_band": sft is not None and low <= sft <= high, "sft_band": [low, high],
+        "sft_strength_set_by_demo_count": sft_ran,
+        "rl_minus_sft": lift, "rl_minus_sft_standard_error": se,
+        "lift_met": lift is not None and lift >= BAR["lift"] - 1e-6, "lift_bar": BAR["lift"],
+        "heldout_episodes": episodes, "episodes_met": episodes >= BAR["heldout_episodes"],
+        "wall_min": wall_s / 60, "wall_met": single_run and wall_s / 60 <= BAR["wall_min"], "wall_bar_min": BAR["wall_min"],
+        "single_uninterrupted_run": single_run,
+    }
+    bar["all_met"] = all(bar[k] for k in ("sft_in_band", "sft_strength_set_by_demo_count", "lift_met", "episodes_met",
+                                          "wall_met"))
+    return bar
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
     root = run_dir / "actor"
     return root / f"global_step_{(root / 'latest_checkpointed_iteration.txt').read_text().strip()}"
@@ -531,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                      if sft_ran or k not in SFT_STAGE_SETTINGS},
         "commands": {name: stage["command"] for name, stage in stages.done.items()},
     }
+    result["bar"] = check_bar(result["sft_heldout_success"], result["rl_heldout_success"], result["heldout_episodes"],
+                              pipeline_wall, sft_ran, all(len(stage.get("runs", [stage])) == 1 for stage in stages.done.values()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     if curve:
@@ -538,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
              algorithm, compare)
     log(f"held-out success: SFT {result['sft_heldout_success']} -> RL {result['rl_heldout_success']} "
         f"({result['heldout_episodes']} episodes); stages {pipeline_wall / 60:.1f} min; wrote {args.out}")
+    bar = result["bar"]
+    log("bar: " + ", ".join(f"{k.removesuffix('_met')} {'met' if bar[k] else 'NOT met'}"
+                            for k in ("sft_in_band", "lift_met", "episodes_met", "wall_met")))
     log(f"script wall (this invocation): {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 
