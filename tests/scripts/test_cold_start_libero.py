@@ -175,9 +175,10 @@ def test_report_compares_runs_from_the_same_sft_policy(script, tmp_path):
     assert result["sft_heldout_success"] == 0.35 and result["rl_heldout_success"] == 0.55
     assert out.with_suffix(".png").is_file()
     assert result["rl_train_success_per_task_per_step"][0] == {"task_0": 0.1, "task_1": 0.5}
-    # the bar beside the figures: +0.20 over 40 episodes; the RL stage ran once
+    # the bar beside the figures: +0.20 over 40 episodes; an RL stage alone is not the whole script's time
     assert result["bar"]["rl_minus_sft"] == pytest.approx(0.2) and not result["bar"]["lift_met"]
-    assert result["bar"]["single_uninterrupted_run"] and result["bar"]["heldout_episodes"] == 40
+    assert not result["bar"]["whole_script_in_one_run"] and not result["bar"]["wall_met"]
+    assert result["bar"]["heldout_episodes"] == 40
 
     grpo["sft_checkpoint"] = "/ckpt/another"
     (tmp_path / "grpo.json").write_text(json.dumps(grpo))
@@ -222,3 +223,15 @@ def test_the_bar_is_checked_beside_each_measured_figure(script):
     # no step-0 evaluation: no SFT score, so no lift
     missing = script.check_bar(None, 0.6, 40, 60 * 60, sft_ran=True, single_run=True)
     assert missing["rl_minus_sft"] is None and not missing["lift_met"] and not missing["sft_in_band"]
+
+
+def test_only_the_whole_script_in_one_piece_counts_for_the_time_bar(script):
+    """The 90-minute bar is the whole script's, demos included: an RL stage started from a given SFT
+    checkpoint (--from-sft: 25 min here) or a stage resumed after a stop does not count, however short."""
+    once = {"runs": [{"wall_s": 1.0}]}
+    whole = {name: once for name in ("collect_demos", "init_checkpoint", "sft", "pack_sft", "rl")}
+    assert script.whole_script_ran_once(whole)
+    assert not script.whole_script_ran_once({"rl": once})
+    assert not script.whole_script_ran_once({k: v for k, v in whole.items() if k != "collect_demos"})
+    assert not script.whole_script_ran_once({**whole, "rl": {"runs": [{"wall_s": 1.0}, {"wall_s": 2.0}]}})
+    assert script.whole_script_ran_once({**whole, "rl": {"wall_s": 1.0}})  # stages.json written before "runs" existed
