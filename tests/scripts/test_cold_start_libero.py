@@ -207,21 +207,21 @@ def test_the_bar_is_checked_beside_each_measured_figure(script):
     """The issue's bar on the float32 scores the trainer logs: +0.25 exactly (0.35 -> 0.60 as logged)
     is met, +0.175 is not; an SFT start outside 0.05-0.6 fails the band; a wall time summed over
     resumed pieces never meets the 90-minute bar, however short."""
-    bar = script.check_bar(0.3499999940395355, 0.6000000238418579, 40, 85 * 60, sft_ran=True, single_run=True)
+    bar = script.check_bar(0.3499999940395355, 0.6000000238418579, 40, 85 * 60, sft_ran=True, whole_run=True)
     assert bar["all_met"] and bar["lift_met"] and bar["sft_in_band"] and bar["wall_met"]
     assert bar["rl_minus_sft_standard_error"] == pytest.approx(((0.35 * 0.65 + 0.6 * 0.4) / 40) ** 0.5, rel=1e-6)
-    bar = script.check_bar(0.55, 0.725, 40, 48.7 * 60, sft_ran=True, single_run=True)
+    bar = script.check_bar(0.55, 0.725, 40, 48.7 * 60, sft_ran=True, whole_run=True)
     assert not bar["lift_met"] and not bar["all_met"] and bar["sft_in_band"]
-    assert not script.check_bar(0.675, 0.95, 40, 60 * 60, sft_ran=True, single_run=True)["sft_in_band"]
-    assert not script.check_bar(0.0, 0.3, 40, 60 * 60, sft_ran=True, single_run=True)["sft_in_band"]
-    assert not script.check_bar(0.3, 0.6, 20, 60 * 60, sft_ran=True, single_run=True)["episodes_met"]
-    assert not script.check_bar(0.3, 0.6, 40, 91 * 60, sft_ran=True, single_run=True)["wall_met"]
-    resumed = script.check_bar(0.3, 0.6, 40, 60 * 60, sft_ran=True, single_run=False)
+    assert not script.check_bar(0.675, 0.95, 40, 60 * 60, sft_ran=True, whole_run=True)["sft_in_band"]
+    assert not script.check_bar(0.0, 0.3, 40, 60 * 60, sft_ran=True, whole_run=True)["sft_in_band"]
+    assert not script.check_bar(0.3, 0.6, 20, 60 * 60, sft_ran=True, whole_run=True)["episodes_met"]
+    assert not script.check_bar(0.3, 0.6, 40, 91 * 60, sft_ran=True, whole_run=True)["wall_met"]
+    resumed = script.check_bar(0.3, 0.6, 40, 60 * 60, sft_ran=True, whole_run=False)
     assert not resumed["wall_met"] and not resumed["all_met"]
     # GRPO from a shipped or given SFT policy: its start was not made from demos in this run
-    assert not script.check_bar(0.3, 0.6, 40, 60 * 60, sft_ran=False, single_run=True)["all_met"]
+    assert not script.check_bar(0.3, 0.6, 40, 60 * 60, sft_ran=False, whole_run=True)["all_met"]
     # no step-0 evaluation: no SFT score, so no lift
-    missing = script.check_bar(None, 0.6, 40, 60 * 60, sft_ran=True, single_run=True)
+    missing = script.check_bar(None, 0.6, 40, 60 * 60, sft_ran=True, whole_run=True)
     assert missing["rl_minus_sft"] is None and not missing["lift_met"] and not missing["sft_in_band"]
 
 
