@@ -67,20 +67,32 @@ def log(message: str) -> None:
 
 
 class Stages:
-    """Run each stage once; remember its wall time in <run>/stages.json."""
+    """Run each stage once; remember every attempt's wall time in <run>/stages.json.
+
+    A stage's record: `runs` (one entry per attempt: wall_s, command, completed), `wall_s` (their sum:
+    the time spent, stopped attempts included), `command` and `completed` (the last attempt's). An
+    attempt is written before it starts, so one whose process was killed outright (SIGKILL, power
+    loss) stays in the file with wall_s null: the next run knows the stage did not run in one piece."""
 
     def __init__(self, run_dir: Path) -> None:
         self.file = run_dir / "stages.json"
         self.done = json.loads(self.file.read_text()) if self.file.is_file() else {}
 
+    def completed(self, name: str) -> bool:
+        """Whether stage `name` finished (a record without `completed` predates it and was only
+        written on success)."""
+        return name in self.done and self.done[name].get("completed", True)
+
     def run(self, name: str, command: list[str], log_file: Path) -> float:
-        """Run `command` unless this stage already ran it. A stage run again with another command
-        (e.g. SFT with more steps: it resumes from its last checkpoint) adds its wall time."""
+        """Run `command` unless this stage already finished it. A stage run again (after a stop, or
+        with another command, e.g. SFT with more steps: it resumes from its last checkpoint) adds
+        its wall time."""
         previous = self.done.get(name)
-        if previous is not None and previous["command"] == command:
+        if self.completed(name) and previous["command"] == command:
             log(f"{name}: done before ({previous['wall_s']:.0f} s), skipped")
             return previous["wall_s"]
         log(f"{name}: {' '.join(command)}")
+        attempt = self._start(name, command)
         start = time.perf_counter()
         with open(log_file, "a") as out:
             proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -90,17 +102,38 @@ class Stages:
                 try:
                     stop_child(proc, interrupted_by_ctrl_c=isinstance(stop, KeyboardInterrupt))
                 finally:  # a log line that fails (a closed pipe) must not keep the stage alive
-                    log(f"{name}: stopped the stage (pid {proc.pid})")
+                    attempt["wall_s"] = time.perf_counter() - start
+                    self._save(name)
+                    log(f"{name}: stopped the stage (pid {proc.pid}) after {attempt['wall_s']:.0f} s")
                 raise
-        wall = time.perf_counter() - start
+        attempt.update(wall_s=time.perf_counter() - start, completed=returncode == 0)
+        self._save(name)
         if returncode != 0:
             raise SystemExit(f"stage {name} failed ({returncode}); see {log_file}")
-        runs = (previous or {}).get("runs", [previous] if previous else [])
-        runs = [{"wall_s": r["wall_s"], "command": r["command"]} for r in runs] + [{"wall_s": wall, "command": command}]
-        self.done[name] = {"wall_s": sum(r["wall_s"] for r in runs), "command": command, "runs": runs}
-        self.file.write_text(json.dumps(self.done, indent=2))
-        log(f"{name}: {wall:.0f} s")
-        return wall
+        log(f"{name}: {attempt['wall_s']:.0f} s")
+        return attempt["wall_s"]
+
+    def _start(self, name: str, command: list[str]) -> dict:
+        """Append a new, unfinished attempt to stage `name`'s record, on disk before the stage starts."""
+        record = dict(self.done.get(name) or {})  # keeps a hand-written "note"
+        runs = record.pop("runs", [record] if record else [])
+        attempt = {"wall_s": None, "command": command, "completed": False}
+        record["runs"] = [{"wall_s": r["wall_s"], "command": r["command"], "completed": r.get("completed", True)}
+                          for r in runs] + [attempt]
+        self.done[name] = record
+        self._save(name)
+        return attempt
+
+    def _save(self, name: str) -> None:
+        """Refresh stage `name`'s totals from its attempts and rewrite the file atomically (a stop
+        mid-write must not lose the other stages' records)."""
+        record = self.done[name]
+        last = record["runs"][-1]
+        record.update(wall_s=sum(r["wall_s"] or 0.0 for r in record["runs"]), command=last["command"],
+                      completed=last["completed"])
+        partial = self.file.with_suffix(".json.partial")
+        partial.write_text(json.dumps(self.done, indent=2))
+        os.replace(partial, self.file)
 
 
 def read_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
@@ -143,7 +176,7 @@ def whole_script_ran_once(done: dict) -> bool:
     is the summed stage time the wall time of the whole script that the 90-minute bar is about (an RL
     stage started with --from-sft, or a stage resumed after a stop, is not)."""
     return all(name in done for name in ("collect_demos", "sft", "rl")) and \
-        all(len(stage.get("runs", [stage])) == 1 for stage in done.values())
+        all(len(stage.get("runs", [stage])) == 1 and stage.get("completed", True) for stage in done.values())
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
@@ -508,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         curve.append({"step": step, "heldout_success": row["val/test_score/all"], "per_task": per_task,
                       "episodes": row.get("val/episodes")})
     algorithm = rl_algorithm(stages.done.get("rl", {}).get("command", []))
-    sft_ran = "sft" in stages.done  # else the SFT stage's flags describe nothing this run used
+    sft_ran = stages.completed("sft")  # else the SFT stage's flags describe nothing this run used
     compare = None
     if args.compare is not None:
         other = json.loads(args.compare.read_text())

@@ -235,3 +235,73 @@ def test_only_the_whole_script_in_one_piece_counts_for_the_time_bar(script):
     assert not script.whole_script_ran_once({k: v for k, v in whole.items() if k != "collect_demos"})
     assert not script.whole_script_ran_once({**whole, "rl": {"runs": [{"wall_s": 1.0}, {"wall_s": 2.0}]}})
     assert script.whole_script_ran_once({**whole, "rl": {"wall_s": 1.0}})  # stages.json written before "runs" existed
+    assert not script.whole_script_ran_once({**whole, "rl": {"runs": [{"wall_s": None}], "completed": False}})
+
+
+STAGE_DRIVER = """
+import importlib.util, sys, time
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("cold_start_libero", sys.argv[1])
+script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(script)
+script.exit_on_sigterm()
+Path(sys.argv[2]).mkdir(parents=True)
+stages = script.Stages(Path(sys.argv[2]))
+stages.run("demos", [sys.executable, "-c", "pass"], Path(sys.argv[2]) / "demos.log")
+stages.run("sft", [sys.executable, "-c", "import time; time.sleep(60)"], Path(sys.argv[2]) / "sft.log")
+"""
+
+
+def _start_driver_and_wait_for_sft(tmp_path: Path):
+    import subprocess
+    import sys
+    import time
+
+    driver = subprocess.Popen([sys.executable, "-c", STAGE_DRIVER, str(ROOT / "scripts" / "cold_start_libero.py"),
+                               str(tmp_path)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the sft attempt is on disk before its process starts
+        stages = json.loads((tmp_path / "stages.json").read_text()) if (tmp_path / "stages.json").is_file() else {}
+        if "sft" in stages:
+            time.sleep(1.0)
+            return driver
+        time.sleep(0.1)
+    driver.kill()
+    raise AssertionError("the driver never started its sft stage")
+
+
+def test_a_stopped_or_killed_stage_is_recorded_and_keeps_the_run_off_the_time_bar(script, tmp_path):
+    """A stage stopped mid-run (SIGTERM: its wall time is known) or killed outright (SIGKILL: it is
+    not) stays in stages.json as an unfinished attempt: the next run runs it again instead of
+    skipping it, the stopped attempt's time counts in the stage's wall time, and the run no longer
+    counts as the whole script in one piece."""
+    import signal
+    import sys
+
+    stopped = _start_driver_and_wait_for_sft(tmp_path / "stopped")
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(timeout=60) != 0
+    record = json.loads((tmp_path / "stopped" / "stages.json").read_text())
+    assert record["demos"]["completed"] and len(record["demos"]["runs"]) == 1
+    assert not record["sft"]["completed"] and record["sft"]["wall_s"] >= 1.0
+    assert record["sft"]["runs"][0]["wall_s"] == record["sft"]["wall_s"]
+
+    killed = _start_driver_and_wait_for_sft(tmp_path / "killed")
+    killed.kill()
+    killed.wait(timeout=60)
+    record = json.loads((tmp_path / "killed" / "stages.json").read_text())
+    assert record["sft"]["runs"] == [{"wall_s": None, "command": record["sft"]["command"], "completed": False}]
+
+    for run in (tmp_path / "stopped", tmp_path / "killed"):
+        stages = script.Stages(run)
+        assert stages.completed("demos") and not stages.completed("sft")
+        before = stages.done["sft"]["wall_s"]
+        stages.run("demos", [sys.executable, "-c", "pass"], run / "demos.log")  # skipped: finished
+        stages.run("sft", stages.done["sft"]["command"][:2] + ["pass"], run / "sft.log")
+        again = json.loads((run / "stages.json").read_text())
+        assert len(again["demos"]["runs"]) == 1
+        assert again["sft"]["completed"] and [r["completed"] for r in again["sft"]["runs"]] == [False, True]
+        assert again["sft"]["wall_s"] == pytest.approx(before + again["sft"]["runs"][1]["wall_s"])
+        whole = {**again, "collect_demos": again["demos"], "rl": again["demos"]}
+        assert not script.whole_script_ran_once(whole)
+        assert script.whole_script_ran_once({**whole, "sft": again["demos"]})
