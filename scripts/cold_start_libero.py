@@ -300,6 +300,9 @@ def rl_command(args: argparse.Namespace, run: Path, sft_ckpt: Path) -> list[str]
         f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size={math.gcd(mini, args.n_samples)}", "actor_rollout_ref.actor.traj_mini_batch_size=16",
         f"actor_rollout_ref.actor.optim.lr={args.rl_lr}", f"actor_rollout_ref.actor.optim.lr_warmup_steps={args.rl_warmup_steps}",
+        # only when set: a constant-LR run's command stays what earlier run directories recorded (stages.json)
+        *([f"actor_rollout_ref.actor.optim.warmup_style={args.rl_lr_schedule}",
+           f"actor_rollout_ref.actor.optim.min_lr_ratio={args.rl_min_lr_ratio}"] if args.rl_lr_schedule != "constant" else []),
         f"actor_rollout_ref.rollout.temperature={args.rl_temperature}", f"actor_rollout_ref.actor.ppo_epochs={args.rl_ppo_epochs}",
         f"actor_rollout_ref.rollout.max_env_steps={args.max_env_steps}",
         f"env.num_workers={args.env_workers}", f"env.envs_per_worker={args.envs_per_worker}",
@@ -324,8 +327,8 @@ FLAG_OF_KEY = {
     "data.n_samples": "--n-samples",
     "data.max_sample_rounds": "--max-sample-rounds",
     "actor_rollout_ref.actor.optim.lr": "--rl-lr / --sft-lr",
-    "actor_rollout_ref.actor.optim.warmup_style": "--sft-lr-schedule",
-    "actor_rollout_ref.actor.optim.min_lr_ratio": "--sft-min-lr-ratio",
+    "actor_rollout_ref.actor.optim.warmup_style": "--sft-lr-schedule / --rl-lr-schedule",
+    "actor_rollout_ref.actor.optim.min_lr_ratio": "--sft-min-lr-ratio / --rl-min-lr-ratio",
     "actor_rollout_ref.actor.ppo_epochs": "--rl-ppo-epochs",
     "actor_rollout_ref.rollout.temperature": "--rl-temperature",
     "actor_rollout_ref.rollout.max_env_steps": "--max-env-steps",
@@ -413,6 +416,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-steps", type=int, default=14,
                    help="GRPO steps; from the shipped policy, 4 x 8 episodes per step, task-balanced: held-out 0.35 -> "
                         "0.45 (step 5) -> 0.60 (10) -> 0.625 (14) (docs/benchmarks/cold_start_libero_cpu_grpo_task_balanced.json)")
+    p.add_argument("--rl-lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="GRPO LR after --rl-warmup-steps: constant, or cosine decay to --rl-min-lr-ratio x --rl-lr at "
+                        "--rl-steps. At constant 5e-5 held-out success peaked near step 8 and fell back by step 24 "
+                        "(docs/benchmarks/cold_start_libero_cpu_patch28_10demos.json)")
+    p.add_argument("--rl-min-lr-ratio", type=float, default=0.1, help="with --rl-lr-schedule cosine: the final LR / --rl-lr")
     p.add_argument("--rl-lr", type=float, default=1e-4,
                    help="measured: 2e-4 with one Adam step per RL step collapsed the policy in 3 steps; 2e-5 and 1e-4 "
                         "(4 mini-batches, warm-up) were stable but did not lift held-out success in 2 steps. From the "

@@ -121,6 +121,7 @@ def test_no_task_balanced_reaches_the_rl_config(script, tmp_path):
     (["--rl-temperature", "0"], r"rl stage.*temperature.*--rl-temperature"),
     (["--sft-lr", "-1"], r"sft stage.*optim.lr"),
     (["--sft-lr-schedule", "cosine", "--sft-min-lr-ratio", "2"], r"sft stage.*min_lr_ratio=2.0 is invalid.*--sft-min-lr-ratio"),
+    (["--rl-lr-schedule", "cosine", "--rl-min-lr-ratio", "-1"], r"rl stage.*min_lr_ratio=-1.0 is invalid.*--rl-min-lr-ratio"),
     (["--rl-override", "data.no_such_key=1"], r"rl stage's overrides do not compose.*no_such_key"),
 ])
 def test_a_bad_stage_config_is_refused_before_any_stage(script, tmp_path, argv, message):
@@ -139,6 +140,19 @@ def test_sft_lr_schedule_reaches_the_sft_config(script, tmp_path):
         validate_sft_config(sft, check_paths=False)
         assert sft.actor_rollout_ref.actor.optim.warmup_style == style
         assert sft.actor_rollout_ref.actor.optim.min_lr_ratio == (0.2 if style == "cosine" else 0.1)
+
+
+def test_rl_lr_schedule_reaches_the_rl_config(script, tmp_path):
+    """--rl-lr-schedule cosine decays the GRPO LR to --rl-min-lr-ratio x --rl-lr; the default adds no
+    override, so a constant-LR run's command is the one earlier run directories recorded."""
+    args = script.parse_args(["--run-dir", str(tmp_path)])
+    command = script.rl_command(args, tmp_path, tmp_path / "sft")
+    assert not any("warmup_style" in arg or "min_lr_ratio" in arg for arg in command)
+    assert script.stage_config(command, "ppo_trainer").actor_rollout_ref.actor.optim.warmup_style == "constant"
+    args = script.parse_args(["--run-dir", str(tmp_path), "--rl-lr-schedule", "cosine", "--rl-min-lr-ratio", "0.2"])
+    rl = script.stage_config(script.rl_command(args, tmp_path, tmp_path / "sft"), "ppo_trainer")
+    validate_config(rl, check_paths=False)
+    assert rl.actor_rollout_ref.actor.optim.warmup_style == "cosine" and rl.actor_rollout_ref.actor.optim.min_lr_ratio == 0.2
 
 
 def test_init_checkpoint_flags_are_make_tiny_checkpoint_flags(script, tmp_path):
