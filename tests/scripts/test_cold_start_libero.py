@@ -227,6 +227,11 @@ def test_the_bar_is_checked_beside_each_measured_figure(script):
     bar = script.check_bar(0.55, 0.725, 40, 48.7 * 60, sft_ran=True, whole_run=True)
     assert not bar["lift_met"] and not bar["all_met"] and bar["sft_in_band"]
     assert not script.check_bar(0.675, 0.95, 40, 60 * 60, sft_ran=True, whole_run=True)["sft_in_band"]
+    # the band's edges as logged (float32): 24/40 and 2/40 are in, 25/40 and 1/40 are not
+    for edge in (0.6000000238418579, 0.05000000074505806):
+        assert script.check_bar(edge, 0.9, 40, 60 * 60, sft_ran=True, whole_run=True)["sft_in_band"]
+    assert not script.check_bar(0.625, 0.9, 40, 60 * 60, sft_ran=True, whole_run=True)["sft_in_band"]
+    assert not script.check_bar(0.025000000372529, 0.3, 40, 60 * 60, sft_ran=True, whole_run=True)["sft_in_band"]
     assert not script.check_bar(0.0, 0.3, 40, 60 * 60, sft_ran=True, whole_run=True)["sft_in_band"]
     assert not script.check_bar(0.3, 0.6, 20, 60 * 60, sft_ran=True, whole_run=True)["episodes_met"]
     assert not script.check_bar(0.3, 0.6, 40, 91 * 60, sft_ran=True, whole_run=True)["wall_met"]
