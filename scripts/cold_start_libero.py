@@ -421,7 +421,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="GRPO LR after --rl-warmup-steps: constant, or cosine decay to --rl-min-lr-ratio x --rl-lr at "
                         "--rl-steps. At constant 5e-5 held-out success peaked near step 8 and fell back by step 24 "
-                        "(docs/benchmarks/cold_start_libero_cpu_patch28_10demos.json)")
+                        "(docs/benchmarks/cold_start_libero_cpu_patch28_10demos.json); cosine over 16 steps, one seed: "
+                        "0.60 -> 0.75 (step 4) -> 0.725 (12) -> 0.825 (16) (..._whole_seed3_rlcosine.json)")
     p.add_argument("--rl-min-lr-ratio", type=float, default=0.1, help="with --rl-lr-schedule cosine: the final LR / --rl-lr")
     p.add_argument("--rl-lr", type=float, default=1e-4,
                    help="measured: 2e-4 with one Adam step per RL step collapsed the policy in 3 steps; 2e-5 and 1e-4 "
