@@ -1,6 +1,7 @@
 """SIGTERM stops a script the way Ctrl-C does: its cleanup runs, and the cold-start pipeline's
 running stage (a child process) stops with it instead of running on for an hour."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def test_sigterm_runs_the_cleanup_and_exits_143(tmp_path):
 
 def test_sigterm_to_the_cold_start_script_stops_its_running_stage(tmp_path):
     """Stages.run under exit_on_sigterm (as the script's __main__ block installs it): the stage gets SIGTERM
-    (its own cleanup runs), the script exits 143, and the stage is not recorded as done."""
+    (its own cleanup runs), the script exits 143, and the stage is recorded as stopped, not done."""
     child_pid, interrupted = tmp_path / "child.pid", tmp_path / "interrupted"
     stage = textwrap.dedent(f"""
         import os, time
@@ -79,7 +80,9 @@ def test_sigterm_to_the_cold_start_script_stops_its_running_stage(tmp_path):
     assert "sleepy: stopped the stage" in out
     assert not is_running(pid)
     assert interrupted.is_file()  # stopped, not killed
-    assert not (tmp_path / "stages.json").exists()  # a stopped stage is not done: the next run redoes it
+    # a stopped stage is not done (the next run redoes it), and the time it ran is kept
+    record = json.loads((tmp_path / "stages.json").read_text())["sleepy"]
+    assert not record["completed"] and record["runs"][0]["wall_s"] > 0
 
 
 def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period():
