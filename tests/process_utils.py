@@ -1,6 +1,27 @@
 """Process checks shared by tests in several folders (tests/ is on sys.path through its conftest)."""
 
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(code: str, *args: str) -> subprocess.Popen:
+    """`python -c code args...` from the repository root, stdout and stderr together as text."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until `proc` has written `path` (non-empty); fails with its output if it ends first."""
+    deadline = time.time() + timeout
+    while not path.is_file() or not path.read_text().strip():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, f"{path} not written"
+        time.sleep(0.1)
 
 
 def is_running(pid: int) -> bool:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from process_utils import start, wait_for
 
 from verl.trainer.config_validation import validate_config, validate_sft_config
 
@@ -258,35 +259,29 @@ def test_only_the_whole_script_in_one_piece_counts_for_the_time_bar(script):
 
 
 STAGE_DRIVER = """
-import importlib.util, sys, time
+import importlib.util, sys
 from pathlib import Path
-spec = importlib.util.spec_from_file_location("cold_start_libero", sys.argv[1])
+spec = importlib.util.spec_from_file_location("cold_start_libero", "scripts/cold_start_libero.py")
 script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(script)
 script.exit_on_sigterm()
-Path(sys.argv[2]).mkdir(parents=True)
-stages = script.Stages(Path(sys.argv[2]))
-stages.run("demos", [sys.executable, "-c", "pass"], Path(sys.argv[2]) / "demos.log")
-stages.run("sft", [sys.executable, "-c", "import time; time.sleep(60)"], Path(sys.argv[2]) / "sft.log")
+run = Path(sys.argv[1])
+run.mkdir(parents=True)
+stages = script.Stages(run)
+stages.run("demos", [sys.executable, "-c", "pass"], run / "demos.log")
+sleepy = f"import os, time; open({str(run / 'sft.pid')!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+stages.run("sft", [sys.executable, "-c", sleepy], run / "sft.log")
 """
 
 
-def _start_driver_and_wait_for_sft(tmp_path: Path):
-    import subprocess
-    import sys
+def _driver_in_its_sft_stage(run: Path):
+    """A cold-start driver whose second stage (sft) has been running for a second."""
     import time
 
-    driver = subprocess.Popen([sys.executable, "-c", STAGE_DRIVER, str(ROOT / "scripts" / "cold_start_libero.py"),
-                               str(tmp_path)])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the sft attempt is on disk before its process starts
-        stages = json.loads((tmp_path / "stages.json").read_text()) if (tmp_path / "stages.json").is_file() else {}
-        if "sft" in stages:
-            time.sleep(1.0)
-            return driver
-        time.sleep(0.1)
-    driver.kill()
-    raise AssertionError("the driver never started its sft stage")
+    driver = start(STAGE_DRIVER, str(run))
+    wait_for(run / "sft.pid", driver)
+    time.sleep(1.0)
+    return driver
 
 
 def test_a_stopped_or_killed_stage_is_recorded_and_keeps_the_run_off_the_time_bar(script, tmp_path):
@@ -297,7 +292,7 @@ def test_a_stopped_or_killed_stage_is_recorded_and_keeps_the_run_off_the_time_ba
     import signal
     import sys
 
-    stopped = _start_driver_and_wait_for_sft(tmp_path / "stopped")
+    stopped = _driver_in_its_sft_stage(tmp_path / "stopped")
     stopped.send_signal(signal.SIGTERM)
     assert stopped.wait(timeout=60) != 0
     record = json.loads((tmp_path / "stopped" / "stages.json").read_text())
@@ -305,7 +300,7 @@ def test_a_stopped_or_killed_stage_is_recorded_and_keeps_the_run_off_the_time_ba
     assert not record["sft"]["completed"] and record["sft"]["wall_s"] >= 1.0
     assert record["sft"]["runs"][0]["wall_s"] == record["sft"]["wall_s"]
 
-    killed = _start_driver_and_wait_for_sft(tmp_path / "killed")
+    killed = _driver_in_its_sft_stage(tmp_path / "killed")
     killed.kill()
     killed.wait(timeout=60)
     record = json.loads((tmp_path / "killed" / "stages.json").read_text())

@@ -7,25 +7,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
-from process_utils import is_running
+from process_utils import is_running, start, wait_for
 from verl.utils.termination import SIGTERM_EXIT_CODE, stop_child
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def start(code: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while not path.is_file() or not path.read_text().strip():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, f"{path} not written"
-        time.sleep(0.1)
 
 
 def test_sigterm_runs_the_cleanup_and_exits_143(tmp_path):
