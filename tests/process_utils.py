@@ -9,10 +9,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start(code: str, *args: str) -> subprocess.Popen:
-    """`python -c code args...` from the repository root, stdout and stderr together as text."""
+def start(code: str, *args: str, new_session: bool = False) -> subprocess.Popen:
+    """`python -c code args...` from the repository root, stdout and stderr together as text.
+    `new_session`: without a controlling terminal, as under nohup or a job runner, even when the
+    tests run in one."""
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=new_session)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
