@@ -1,5 +1,6 @@
-"""Curriculum task selection: the drawn task frequencies follow P(j) ~ exp((0.5 - s_j) / tau),
-the estimates follow the EMA, trials cycle within a task, and the state resumes exactly."""
+"""Curriculum task selection: the drawn task frequencies follow P(j) ~ exp(score_j / tau) for both
+weightings (hardest: 0.5 - s_j; informative: the chance a group has both outcomes), the estimates
+follow the EMA, trials cycle within a task, and the state resumes exactly."""
 
 import json
 
@@ -15,7 +16,7 @@ TASKS = [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5  # 4 tasks x 5 trials, dataset ord
 
 def sampler(**kwargs):
     return CurriculumSampler(TASKS, temperature=kwargs.pop("temperature", 0.25), ema=kwargs.pop("ema", 0.0),
-                             seed=kwargs.pop("seed", 3))
+                             seed=kwargs.pop("seed", 3), **kwargs)
 
 
 def test_probabilities_are_the_formula():
@@ -27,20 +28,35 @@ def test_probabilities_are_the_formula():
     assert curriculum_probabilities(s, 1e-4)[0] == pytest.approx(1.0)
 
 
+def test_informative_probabilities_are_the_formula_and_skip_the_solved_and_the_never_solved():
+    s = np.array([0.0, 0.1, 0.5, 0.9, 1.0])
+    n, tau = 8, 0.25
+    informative = 1 - s ** n - (1 - s) ** n  # P(a group of n episodes has a success and a failure)
+    expected = np.exp(informative / tau) / np.exp(informative / tau).sum()
+    probs = curriculum_probabilities(s, tau, "informative", n)
+    np.testing.assert_allclose(probs, expected, rtol=1e-12)
+    assert probs[2] == probs.max() and probs[0] == probs[4] == probs.min()
+    # the hardest weighting draws the never-solved task most, the informative one least
+    assert curriculum_probabilities(s, tau, "hardest", n).argmax() == 0
+    # with one episode per prompt no group can have both outcomes: uniform
+    np.testing.assert_allclose(curriculum_probabilities(s, tau, "informative", 1), 0.2)
+
+
 def test_untried_tasks_start_neutral_and_draw_uniformly():
     s = sampler()
     np.testing.assert_array_equal(s.success, NEUTRAL_SUCCESS)
     np.testing.assert_allclose(s.probabilities(), 0.25)
 
 
-def test_drawn_task_frequencies_match_the_formula_chi_square():
-    s = sampler(temperature=0.25)
+@pytest.mark.parametrize("weighting", ["hardest", "informative"])
+def test_drawn_task_frequencies_match_the_formula_chi_square(weighting):
+    s = sampler(temperature=0.25 if weighting == "hardest" else 0.1, weighting=weighting, n_samples=8)
     s.observe([0, 1, 2, 3], [0.0, 0.3, 0.5, 0.9])  # ema=0: the estimates are these rates
     np.testing.assert_allclose(s.success, [0.0, 0.3, 0.5, 0.9])
     n = 20_000
     drawn = np.asarray(TASKS)[s.take(n)]
     observed = np.bincount(drawn, minlength=4)
-    expected = curriculum_probabilities(s.success, 0.25) * n
+    expected = curriculum_probabilities(s.success, s.temperature, weighting, 8) * n
     chi2 = ((observed - expected) ** 2 / expected).sum()
     assert chi2 < CHI2_3DOF_999, (observed, expected)
     # and the test has power: the same counts are far from uniform draws
@@ -91,7 +107,10 @@ def test_state_from_another_sampler_or_dataset_is_refused():
         s.load_state_dict(other.state_dict())
 
 
-@pytest.mark.parametrize("kwargs, key", [({"temperature": 0.0}, "temperature"), ({"ema": 1.0}, "ema")])
+@pytest.mark.parametrize("kwargs, key", [({"temperature": 0.0}, "data.curriculum.temperature"),
+                                         ({"ema": 1.0}, "data.curriculum.ema"),
+                                         ({"weighting": "easiest"}, "data.curriculum.weighting"),
+                                         ({"n_samples": 0}, "data.n_samples")])
 def test_bad_settings_name_the_key(kwargs, key):
-    with pytest.raises(ValueError, match=f"data.curriculum.{key}"):
+    with pytest.raises(ValueError, match=key):
         CurriculumSampler(TASKS, **{"temperature": 0.5, "ema": 0.5, **kwargs})

@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -86,6 +87,17 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path):
     t2.global_steps = 3
     t2._save_checkpoint()
     assert (root / "global_step_3").is_dir() and not (root / "global_step_3.tmp").exists()
+
+
+def test_the_trainer_draws_with_the_configured_curriculum(tmp_path):
+    """data.curriculum.weighting and data.n_samples reach the trainer's sampler."""
+    t = trainer(tmp_path, "data.curriculum.enable=True", "data.curriculum.weighting=informative", "data.n_samples=4",
+                "data.curriculum.ema=0.0")
+    tasks = sorted({t.sampler.trials.task_of_index[i] for i in range(len(t.sampler))})
+    t.sampler.observe(tasks[:2], [0.0, 1.0])  # the first task never solved, the second always
+    s = np.array([0.0, 1.0] + [0.5] * (len(tasks) - 2))  # the others untried: neutral
+    logits = (1 - s ** 4 - (1 - s) ** 4) / t.config.data.curriculum.temperature
+    np.testing.assert_allclose(t.sampler.probabilities(), np.exp(logits) / np.exp(logits).sum(), rtol=1e-12)
 
 
 def test_sampler_position_round_trips_through_the_checkpoint(tmp_path):

@@ -142,6 +142,7 @@ def test_ppo_with_critic_and_curriculum_is_valid_and_the_critic_follows_the_acto
         (["algorithm.whiten_advantages=maybe"], "algorithm.whiten_advantages"),
         (["data.curriculum.temperature=0"], "data.curriculum.temperature"),
         (["data.curriculum.ema=1.0"], "data.curriculum.ema"),
+        (["data.curriculum.weighting=easiest"], "data.curriculum.weighting"),
         (["data.task_balanced=maybe"], "data.task_balanced"),
         (["actor_rollout_ref.actor.use_rollout_log_probs=1"], "actor_rollout_ref.actor.use_rollout_log_probs"),
         (["trainer.entropy_after_update=yes"], "trainer.entropy_after_update"),

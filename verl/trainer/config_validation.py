@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from verl.trainer.ppo.core_algos import ADVANTAGE_ESTIMATORS, KL_PENALTIES, LossAggMode
+from verl.utils.dataset.curriculum import WEIGHTINGS as CURRICULUM_WEIGHTINGS
 
 VLA_TYPES = ("openvla-oft", "openvla")
 LOGGERS = ("console", "wandb", "tensorboard", "file")
@@ -321,6 +322,7 @@ def _validate_task_sampling(cfg: DictConfig) -> None:
     """data.curriculum.* and data.task_balanced: the two ways to choose each prompt's task."""
     c = "data.curriculum"
     curriculum = _bool(cfg, f"{c}.enable")
+    _one_of(cfg, f"{c}.weighting", CURRICULUM_WEIGHTINGS)
     _number_in(cfg, f"{c}.temperature", 0.0, float("inf"), low_open=True)
     ema = _number_in(cfg, f"{c}.ema", 0.0, 1.0)
     _require(ema < 1.0, f"{c}.ema", ema, "a number in [0, 1) (1 would never update the estimates)")

@@ -127,7 +127,8 @@ class RayPPOTrainer:
             from verl.utils.dataset.curriculum import CurriculumSampler
 
             self.sampler = CurriculumSampler(tasks, temperature=d.curriculum.temperature, ema=d.curriculum.ema,
-                                             seed=self.config.trainer.seed)
+                                             seed=self.config.trainer.seed, weighting=d.curriculum.weighting,
+                                             n_samples=d.n_samples)
         elif d.task_balanced:
             from verl.utils.dataset.task_balanced import TaskBalancedSampler
 

@@ -1,17 +1,21 @@
-"""Curriculum task selection (VLA-RL): draw the tasks a policy is about to master more often.
+"""Curriculum task selection: draw each prompt's task by the policy's current success on it.
 
-Each prompt's task j is drawn with probability
+Each prompt's task j is drawn with probability P(j) = softmax_j(score_j / tau), where s_j
+estimates task j's current success rate from training rollouts: an exponential moving average
+over training steps, s_j <- ema * s_j + (1 - ema) * (success of task j's episodes this step).
+Two scores (data.curriculum.weighting):
 
-    P(j) = exp((0.5 - s_j) / tau) / sum_k exp((0.5 - s_k) / tau)
+- hardest (VLA-RL): score_j = 0.5 - s_j, so the tasks the policy fails most are drawn most. A
+  task never tried starts at s = 0.5, the centre: weight 1, between the hard tasks (weight > 1)
+  and the solved ones (weight < 1).
+- informative: score_j = 1 - s_j^n - (1 - s_j)^n, the chance that a group of n = data.n_samples
+  episodes has both outcomes. GRPO learns only from such groups (an all-success or all-failure
+  group has zero advantage and dynamic sampling drops it), so this spends the rollouts where the
+  step can learn: neither on the solved tasks nor on those the policy never solves.
 
-where s_j estimates task j's current success rate from training rollouts: an exponential moving
-average over training steps, s_j <- ema * s_j + (1 - ema) * (success of task j's episodes this
-step). A task never tried starts at s = 0.5, the formula's centre: weight 1, between the hard
-tasks (s < 0.5, weight > 1) and the solved ones (s > 0.5, weight < 1). Within a task, init states
-(trials) come in a seeded shuffled order, a fresh order each time the task's trials run out.
-
-Everything random is seeded and part of `state_dict()`, so a resumed run draws exactly the
-prompts the uninterrupted run would have drawn (exact resume).
+Within a task, init states (trials) come in a seeded shuffled order, a fresh order each time
+the task's trials run out. Everything random is seeded and part of `state_dict()`, so a resumed
+run draws exactly the prompts the uninterrupted run would have drawn (exact resume).
 """
 
 from __future__ import annotations
@@ -25,11 +29,21 @@ from verl.utils.dataset.task_trials import TaskTrials
 
 NEUTRAL_SUCCESS = 0.5  # the estimate of a task with no training episode yet
 KIND = "curriculum"
+WEIGHTINGS = ("hardest", "informative")
 
 
-def curriculum_probabilities(success: np.ndarray, temperature: float) -> np.ndarray:
-    """[K] success estimates -> [K] task probabilities, softmax((0.5 - s) / tau)."""
-    logits = (NEUTRAL_SUCCESS - np.asarray(success, dtype=np.float64)) / temperature
+def curriculum_probabilities(success: np.ndarray, temperature: float, weighting: str = "hardest",
+                             n_samples: int = 1) -> np.ndarray:
+    """[K] success estimates -> [K] task probabilities, softmax(score / tau); the module docstring
+    gives each weighting's score. `n_samples`: episodes per prompt (the informative weighting's n)."""
+    s = np.asarray(success, dtype=np.float64)
+    if weighting == "hardest":
+        score = NEUTRAL_SUCCESS - s
+    elif weighting == "informative":
+        score = 1.0 - s ** n_samples - (1.0 - s) ** n_samples
+    else:
+        raise ValueError(f"data.curriculum.weighting={weighting!r}: expected one of {WEIGHTINGS}")
+    logits = score / temperature
     weights = np.exp(logits - logits.max())
     return weights / weights.sum()
 
@@ -39,17 +53,24 @@ class CurriculumSampler:
     (`take`, `epoch`, `state_dict`, `load_state_dict`) plus `observe` (feed back outcomes) and
     `metrics` (per-task estimates and probabilities)."""
 
-    def __init__(self, task_of_index: Sequence[int], temperature: float, ema: float, seed: int = 0) -> None:
+    def __init__(self, task_of_index: Sequence[int], temperature: float, ema: float, seed: int = 0,
+                 weighting: str = "hardest", n_samples: int = 1) -> None:
         if len(task_of_index) < 1:
             raise ValueError("CurriculumSampler needs a non-empty dataset")
         if temperature <= 0:
             raise ValueError(f"data.curriculum.temperature={temperature}: expected > 0")
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"data.curriculum.ema={ema}: expected 0 <= ema < 1")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"data.curriculum.weighting={weighting!r}: expected one of {WEIGHTINGS}")
+        if n_samples < 1:
+            raise ValueError(f"data.n_samples={n_samples}: expected >= 1")
         self.trials = TaskTrials(task_of_index, seed)
         self.tasks = self.trials.tasks
         self.temperature = float(temperature)
         self.ema = float(ema)
+        self.weighting = weighting
+        self.n_samples = int(n_samples)
         self.seed = int(seed)
         self.success = np.full(len(self.tasks), NEUTRAL_SUCCESS)
         self.episodes_seen = np.zeros(len(self.tasks), dtype=np.int64)
@@ -65,7 +86,7 @@ class CurriculumSampler:
         return self.drawn // len(self)
 
     def probabilities(self) -> np.ndarray:
-        return curriculum_probabilities(self.success, self.temperature)
+        return curriculum_probabilities(self.success, self.temperature, self.weighting, self.n_samples)
 
     def take(self, n: int) -> list[int]:
         """`n` dataset indices: tasks drawn i.i.d. from the curriculum, trials in a shuffled cycle within a task."""
