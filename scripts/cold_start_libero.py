@@ -385,7 +385,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", default="0,1", help="task ids of the suite")
     p.add_argument("--demos-per-task", type=int, default=12,
                    help="training demos per task (the SFT strength knob; patch 28 + cosine SFT on the AMD EPYC: "
-                        "8 -> held-out 0.175, 10 -> 0.175 / 0.50 / 0.60 at --seed 1 / 2 / 3, 12 -> 0.55)")
+                        "8 -> held-out 0.175, 10 -> 0.175 / 0.50 / 0.60 / 0.75 / 0.375 at --seed 1-5, 12 -> 0.55)")
     p.add_argument("--heldout", type=int, default=20, help="held-out init states per task (the last ones of 50)")
     p.add_argument("--sft-epochs", type=int, default=30)
     p.add_argument("--sft-steps", type=int, default=2000,
