@@ -8,6 +8,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The start of a `python -c` program that drives the cold-start script's stages as its __main__ does:
+# the script loaded as module `script`, SIGTERM turned into SystemExit. Append the stages to run.
+COLD_START_DRIVER = """
+import importlib.util, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("cold_start_libero", "scripts/cold_start_libero.py")
+script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(script)
+script.exit_on_sigterm()
+"""
+
 
 def start(code: str, *args: str, new_session: bool = False) -> subprocess.Popen:
     """`python -c code args...` from the repository root, stdout and stderr together as text.

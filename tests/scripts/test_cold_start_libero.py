@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from process_utils import start, wait_for
+from process_utils import COLD_START_DRIVER, start, wait_for
 
 from verl.trainer.config_validation import validate_config, validate_sft_config
 
@@ -258,13 +258,7 @@ def test_only_the_whole_script_in_one_piece_counts_for_the_time_bar(script):
     assert not script.whole_script_ran_once({**whole, "rl": {"runs": [{"wall_s": None}], "completed": False}})
 
 
-STAGE_DRIVER = """
-import importlib.util, sys
-from pathlib import Path
-spec = importlib.util.spec_from_file_location("cold_start_libero", "scripts/cold_start_libero.py")
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
-script.exit_on_sigterm()
+STAGE_DRIVER = COLD_START_DRIVER + """
 run = Path(sys.argv[1])
 run.mkdir(parents=True)
 stages = script.Stages(run)

@@ -12,7 +12,7 @@ import termios
 import textwrap
 import time
 
-from process_utils import ROOT, is_running, start, wait_for
+from process_utils import COLD_START_DRIVER, ROOT, is_running, start, wait_for
 from verl.utils.termination import SIGTERM_EXIT_CODE, stop_child
 
 
@@ -36,13 +36,7 @@ def test_sigterm_runs_the_cleanup_and_exits_143(tmp_path):
     assert "cleaned up" in out
 
 
-_DRIVER = """
-import importlib.util, sys
-from pathlib import Path
-spec = importlib.util.spec_from_file_location("cold_start_libero", "scripts/cold_start_libero.py")
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
-script.exit_on_sigterm()
+_DRIVER = COLD_START_DRIVER + """
 run = Path(sys.argv[1])
 script.Stages(run).run("sleepy", [sys.executable, "-c", sys.argv[2]], run / "sleepy.log")
 """
