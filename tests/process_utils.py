@@ -10,9 +10,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The start of a `python -c` program that drives the cold-start script's stages as its __main__ does:
 # the script loaded as module `script`, SIGTERM turned into SystemExit. Append the stages to run.
+# SIGINT raises KeyboardInterrupt as in a script started from a shell prompt: the tests may run as a
+# background job (`.ci/run &`), whose children inherit SIGINT ignored.
 COLD_START_DRIVER = """
-import importlib.util, sys
+import importlib.util, signal, sys
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)
 spec = importlib.util.spec_from_file_location("cold_start_libero", "scripts/cold_start_libero.py")
 script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(script)
