@@ -29,20 +29,25 @@ from verl.utils.dataset.task_trials import TaskTrials
 
 NEUTRAL_SUCCESS = 0.5  # the estimate of a task with no training episode yet
 KIND = "curriculum"
-WEIGHTINGS = ("hardest", "informative")
+_SCORES = {  # weighting -> score(success [K], n_samples); the module docstring says why each
+    "hardest": lambda s, n: NEUTRAL_SUCCESS - s,
+    "informative": lambda s, n: 1.0 - s ** n - (1.0 - s) ** n,
+}
+WEIGHTINGS = tuple(_SCORES)
+
+
+def check_weighting(weighting: str) -> None:
+    """The one check of `data.curriculum.weighting` (the sampler calls it at build time, before any draw)."""
+    if weighting not in _SCORES:
+        raise ValueError(f"data.curriculum.weighting={weighting!r}: expected one of {WEIGHTINGS}")
 
 
 def curriculum_probabilities(success: np.ndarray, temperature: float, weighting: str = "hardest",
                              n_samples: int = 1) -> np.ndarray:
     """[K] success estimates -> [K] task probabilities, softmax(score / tau); the module docstring
     gives each weighting's score. `n_samples`: episodes per prompt (the informative weighting's n)."""
-    s = np.asarray(success, dtype=np.float64)
-    if weighting == "hardest":
-        score = NEUTRAL_SUCCESS - s
-    elif weighting == "informative":
-        score = 1.0 - s ** n_samples - (1.0 - s) ** n_samples
-    else:
-        raise ValueError(f"data.curriculum.weighting={weighting!r}: expected one of {WEIGHTINGS}")
+    check_weighting(weighting)
+    score = _SCORES[weighting](np.asarray(success, dtype=np.float64), n_samples)
     logits = score / temperature
     weights = np.exp(logits - logits.max())
     return weights / weights.sum()
@@ -61,8 +66,7 @@ class CurriculumSampler:
             raise ValueError(f"data.curriculum.temperature={temperature}: expected > 0")
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"data.curriculum.ema={ema}: expected 0 <= ema < 1")
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"data.curriculum.weighting={weighting!r}: expected one of {WEIGHTINGS}")
+        check_weighting(weighting)
         if n_samples < 1:
             raise ValueError(f"data.n_samples={n_samples}: expected >= 1")
         self.trials = TaskTrials(task_of_index, seed)
