@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,19 +84,22 @@ class Stages:
         written on success)."""
         return name in self.done and self.done[name].get("completed", True)
 
-    def run(self, name: str, command: list[str], log_file: Path) -> float:
+    def run(self, name: str, command: list[str], log_file: Path, extra: Sequence[str] = ()) -> float:
         """Run `command` unless this stage already finished it. A stage run again (after a stop, or
         with another command, e.g. SFT with more steps: it resumes from its last checkpoint) adds
-        its wall time."""
+        its wall time. `extra`: arguments appended at launch that are not part of what the stage is
+        (a time limit that depends on how long the earlier stages took); kept in the attempt's record."""
         previous = self.done.get(name)
         if self.completed(name) and previous["command"] == command:
             log(f"{name}: done before ({previous['wall_s']:.0f} s), skipped")
             return previous["wall_s"]
-        log(f"{name}: {' '.join(command)}")
+        log(f"{name}: {' '.join([*command, *extra])}")
         attempt = self._start(name, command)
+        if extra:
+            attempt["extra"] = list(extra)
         start = time.perf_counter()
         with open(log_file, "a") as out:
-            proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*command, *extra], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
             try:
                 returncode = proc.wait()
             except BaseException as stop:  # Ctrl-C, SIGTERM (exit_on_sigterm): the stage must not outlive us
@@ -118,8 +122,8 @@ class Stages:
         record = dict(self.done.get(name) or {})  # keeps a hand-written "note"
         runs = record.pop("runs", [record] if record else [])
         attempt = {"wall_s": None, "command": command, "completed": False}
-        record["runs"] = [{"wall_s": r["wall_s"], "command": r["command"], "completed": r.get("completed", True)}
-                          for r in runs] + [attempt]
+        record["runs"] = [{key: r[key] for key in ("wall_s", "command", "extra") if key in r}
+                          | {"completed": r.get("completed", True)} for r in runs] + [attempt]
         self.done[name] = record
         self._save(name)
         return attempt
@@ -321,6 +325,23 @@ def rl_command(args: argparse.Namespace, run: Path, sft_ckpt: Path) -> list[str]
     ]
 
 
+TIME_BUDGET_RESERVE_S = 60.0  # of --time-budget-min, for what the trainer's clock does not see: the GRPO
+# stage's start before the trainer is built, its shutdown, and the report
+
+
+def rl_time_limit(args: argparse.Namespace, stages: Stages) -> list[str]:
+    """With --time-budget-min: `trainer.time_limit_s` for the GRPO stage, the budget less the time
+    every stage took so far (earlier attempts included) and a reserve; [] without a budget."""
+    if args.time_budget_min is None:
+        return []
+    spent = sum(stage["wall_s"] or 0.0 for stage in stages.done.values())
+    left = args.time_budget_min * 60 - spent - TIME_BUDGET_RESERVE_S
+    if left <= 0 and not stages.completed("rl"):
+        raise SystemExit(f"--time-budget-min={args.time_budget_min:g}: the stages before GRPO took {spent / 60:.1f} "
+                         "min, which leaves no time for it")
+    return [f"trainer.time_limit_s={max(left, 1.0):.0f}"]
+
+
 # the stage config keys this script's flags set, to name the flag when validation refuses one
 FLAG_OF_KEY = {
     "data.task_balanced": "--task-balanced / --no-task-balanced",
@@ -418,6 +439,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-steps", type=int, default=14,
                    help="GRPO steps; from the shipped policy, 4 x 8 episodes per step, task-balanced: held-out 0.35 -> "
                         "0.45 (step 5) -> 0.60 (10) -> 0.625 (14) (docs/benchmarks/cold_start_libero_cpu_grpo_task_balanced.json)")
+    p.add_argument("--time-budget-min", type=float, default=None,
+                   help="wall budget of the whole script (90 for the issue's bar): the GRPO stage ends validated and "
+                        "saved when one more step would not fit in what the earlier stages left (trainer.time_limit_s, "
+                        f"less {TIME_BUDGET_RESERVE_S:.0f} s); --rl-steps is then the most steps, and what the LR schedule "
+                        "spans")
     p.add_argument("--rl-lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="GRPO LR after --rl-warmup-steps: constant, or cosine decay to --rl-min-lr-ratio x --rl-lr at "
                         "--rl-steps. At constant 5e-5 held-out success peaked near step 8 and fell back by step 24 "
@@ -488,6 +514,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.out = args.run_dir / "result.json"
     if args.sft_dtype == "auto":
         args.sft_dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    if args.time_budget_min is not None and not args.time_budget_min > 0:
+        raise SystemExit(f"--time-budget-min={args.time_budget_min:g}: expected minutes > 0")
     if not 0 < args.heldout < NUM_INIT_STATES:
         raise SystemExit(f"--heldout={args.heldout}: expected 1..{NUM_INIT_STATES - 1}")
     if args.demos_per_task + 1 > NUM_INIT_STATES - args.heldout:
@@ -529,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sft_ckpt = args.from_sft
     if not args.report_only:
-        stages.run("rl", rl_command(args, run, sft_ckpt), run / "rl.log")
+        stages.run("rl", rl_command(args, run, sft_ckpt), run / "rl.log", rl_time_limit(args, stages))
     pipeline_wall = sum(stage["wall_s"] for stage in stages.done.values())
 
     # 6. the raw env limit on this machine (after the experiment: it must not slow the stages)
@@ -599,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in sorted(metrics) if s > 0],
         "rl_steps_completed": max([s for s in metrics if "train_verify_score/all" in metrics[s]], default=0),
         "rl_stage_note": stages.done.get("rl", {}).get("note"),
+        "rl_stopped_by_time_limit": any(m.get("trainer/stopped_by_time_limit") == 1.0 for m in metrics.values()),
         "rollout_env_steps_per_s_mean": rollout_rate,
         "raw_env_limit": raw,
         "rollout_vs_raw_limit": (rollout_rate / raw[f"{args.env_workers}_processes_all_cores"]["env_steps_per_s"]) if raw else None,

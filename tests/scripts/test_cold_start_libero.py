@@ -313,3 +313,45 @@ def test_a_stopped_or_killed_stage_is_recorded_and_keeps_the_run_off_the_time_ba
         whole = {**again, "collect_demos": again["demos"], "rl": again["demos"]}
         assert not script.whole_script_ran_once(whole)
         assert script.whole_script_ran_once({**whole, "sft": again["demos"]})
+
+
+def test_time_budget_gives_grpo_what_the_earlier_stages_left(script, tmp_path):
+    """--time-budget-min: the GRPO stage gets trainer.time_limit_s = budget - the stages so far (earlier
+    attempts included) - the reserve; a valid override of the RL config; refused when nothing is left."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stages.json").write_text(json.dumps({
+        "collect_demos": {"wall_s": 100.0, "completed": True, "command": ["demos"]},
+        "sft": {"wall_s": 1000.0, "completed": True, "command": ["sft"]},
+        "rl": {"wall_s": 300.0, "completed": False, "command": ["rl"]},  # a stopped attempt
+    }))
+    stages = script.Stages(run)
+    args = script.parse_args(["--run-dir", str(run), "--time-budget-min", "90"])
+    left = 90 * 60 - 1400 - script.TIME_BUDGET_RESERVE_S
+    assert script.rl_time_limit(args, stages) == [f"trainer.time_limit_s={left:.0f}"]
+    rl = script.stage_config(script.rl_command(args, run, run / "sft_checkpoint") + script.rl_time_limit(args, stages),
+                             "ppo_trainer")
+    validate_config(rl, check_paths=False)
+    assert rl.trainer.time_limit_s == left
+    assert script.rl_time_limit(script.parse_args(["--run-dir", str(run)]), stages) == []
+    with pytest.raises(SystemExit, match=r"--time-budget-min=20: the stages before GRPO took 23.3 min"):
+        script.rl_time_limit(script.parse_args(["--run-dir", str(run), "--time-budget-min", "20"]), stages)
+    with pytest.raises(SystemExit, match=r"--time-budget-min=0: expected minutes > 0"):
+        script.parse_args(["--run-dir", str(run), "--time-budget-min", "0"])
+
+
+def test_a_stages_extra_arguments_are_passed_but_are_not_what_the_stage_is(script, tmp_path):
+    """The time limit is appended at launch and recorded, but a finished stage is not run again
+    because the earlier stages left it a different limit this time."""
+    import sys
+
+    stages = script.Stages(tmp_path)
+    argv_file = tmp_path / "argv.json"
+    command = [sys.executable, "-c", f"import json, sys; open({str(argv_file)!r}, 'w').write(json.dumps(sys.argv[1:]))"]
+    stages.run("rl", command, tmp_path / "rl.log", ["trainer.time_limit_s=100"])
+    assert json.loads(argv_file.read_text()) == ["trainer.time_limit_s=100"]
+    record = json.loads((tmp_path / "stages.json").read_text())["rl"]
+    assert record["command"] == command and record["runs"][0]["extra"] == ["trainer.time_limit_s=100"]
+    argv_file.unlink()
+    script.Stages(tmp_path).run("rl", command, tmp_path / "rl.log", ["trainer.time_limit_s=50"])
+    assert not argv_file.exists()  # skipped: done before

@@ -5,6 +5,7 @@ The worker group is a stand-in that writes (a tiny real checkpoint and 2 ranks' 
 on demand (the real worker's save/load is covered by tests/workers/test_fsdp_worker.py and the
 end-to-end resume test)."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from verl.models.openvla_oft.tiny import make_tiny_checkpoint
 from verl.trainer.config_validation import ConfigError
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from verl.trainer.run_checkpoints import CheckpointWriteError
+from verl.trainer.time_limit import TimeLimit
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "verl" / "trainer" / "config"
 
@@ -181,3 +183,50 @@ def test_resume_path_restores_that_step_and_its_sampler_position(tmp_path):
     t2._maybe_resume()
     assert t2.global_steps == 4 and t2.actor_wg.loaded == str(step4)
     assert t2.sampler.take(3) == expected_next
+
+
+def timed_fit(tmp_path, limit_s, *overrides, step_s=100.0, validate_s=30.0):
+    """fit() with stand-ins for the step and the validation that take `step_s` / `validate_s` on a
+    fake clock (the real loop, TimeLimit and checkpoint bookkeeping); -> (trainer, validated steps)."""
+    t = trainer(tmp_path, "trainer.logger=[console]", "trainer.total_training_steps=10", *overrides)
+    clock = [0.0]
+    t.time_limit = TimeLimit(limit_s, clock=lambda: clock[0])
+    validated = []
+
+    def train_step():
+        clock[0] += step_s
+        return {"train_verify_score/all": 0.5}
+
+    def validate():
+        clock[0] += validate_s
+        validated.append(t.global_steps)
+        return {}
+
+    t._train_step, t._validate = train_step, validate
+    t.fit()
+    assert clock[0] <= (limit_s if limit_s is not None else float("inf"))
+    return t, validated
+
+
+def logged_steps(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("limit_s, test_freq, stop_at, validated", [
+    (450.0, 4, 3, [0, 3]),  # after step 3 (330 s): 330 + 100 + 30 > 450 -> validate and save step 3
+    (500.0, 4, 4, [0, 4]),  # after step 4 (430 s, validation due): 430 + 30 + 130 > 500 -> step 4 validated once
+    (None, 4, 10, [0, 4, 8, 10]),
+])
+def test_time_limit_ends_the_run_validated_and_saved_and_resume_continues(tmp_path, limit_s, test_freq, stop_at,
+                                                                          validated):
+    t, seen = timed_fit(tmp_path, limit_s, f"trainer.test_freq={test_freq}")
+    assert t.global_steps == stop_at and seen == validated
+    root = tmp_path / "run" / "actor"
+    assert sorted(p.name for p in root.glob("global_step_*")) == [f"global_step_{stop_at}"]
+    stopped = {m["step"]: m["trainer/stopped_by_time_limit"] for m in logged_steps(tmp_path / "run")
+               if "trainer/stopped_by_time_limit" in m}
+    assert stopped == ({stop_at: 1.0} if stop_at < 10 else {})  # logged at the stop only
+    # resume_mode=auto continues from the stop to the planned end
+    t2, seen2 = timed_fit(tmp_path, None, f"trainer.test_freq={test_freq}")
+    assert t2.global_steps == 10 and t2.actor_wg.loaded == str(root / f"global_step_{stop_at}")
+    assert seen2 == ([] if stop_at == 10 else [s for s in (4, 8, 10) if s > stop_at])

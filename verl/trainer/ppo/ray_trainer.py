@@ -4,7 +4,8 @@ One step: draw prompts (uniformly, or by the curriculum) -> roll out n_samples e
 score -> dynamic sampling (repeat until train_batch_size groups survive) -> old log-probs ->
 (with a critic: values) -> advantages (the estimator algorithm.adv_estimator names) -> critic
 update -> actor update (not during critic warm-up) -> (every test_freq) greedy validation ->
-(every save_freq) checkpoint. The driver never touches torch.distributed or a model: workers own
+(every save_freq) checkpoint; with trainer.time_limit_s, a validated and saved stop before the
+limit. The driver never touches torch.distributed or a model: workers own
 compute, the driver owns data order and bookkeeping.
 """
 
@@ -29,6 +30,7 @@ from verl.trainer.config_validation import needs_critic, world_size
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.reward import RobRewardManager, success_by_task
 from verl.trainer.run_checkpoints import RunCheckpoints
+from verl.trainer.time_limit import SAVE, STEP, VALIDATE, TimeLimit
 from verl.trainer.worker_groups import make_resource_pool, start_worker_group, stop_worker_group
 from verl.trainer.validation import greedy_episodes, prompts_from_dataset, report_validation, weights_label
 from verl.utils.tracking import Tracking
@@ -98,6 +100,7 @@ class RayPPOTrainer:
         self.resource_pools: list = []
         self.worker_restarts = 0
         self._initial_sampler_state = self.sampler.state_dict()
+        self.time_limit = TimeLimit(config.trainer.time_limit_s)  # counts from here, before Ray starts
         self.progress: Optional[tqdm] = None
         self.tracking: Optional[Tracking] = None
         # what validation evaluates: these weights while global_steps == weights_step, else the trained policy
@@ -196,30 +199,50 @@ class RayPPOTrainer:
                 return
             self._maybe_resume()
             if t.val_before_train and self.global_steps == 0:
-                tracking.log(self._validate(), step=0)
+                with self.time_limit.measure(VALIDATE):
+                    tracking.log(self._validate(), step=0)
             self.progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="training",
                                  unit="step", dynamic_ncols=True, file=sys.stderr)
             while self.global_steps < self.total_training_steps:
                 self.global_steps += 1
                 try:
-                    metrics = self._train_step()
-                    if t.test_freq > 0 and (self.global_steps % t.test_freq == 0
-                                            or self.global_steps == self.total_training_steps):
-                        metrics.update(self._validate())
-                    if (t.save_freq > 0 and self.global_steps % t.save_freq == 0) or \
-                            self.global_steps == self.total_training_steps:
-                        self._save_checkpoint()
+                    with self.time_limit.measure(STEP):
+                        metrics = self._train_step()
+                    validate_due = t.test_freq > 0 and self.global_steps % t.test_freq == 0
+                    save_due = t.save_freq > 0 and self.global_steps % t.save_freq == 0
+                    out_of_time = self.global_steps < self.total_training_steps and \
+                        not self.time_limit.next_step_fits([VALIDATE] * validate_due + [SAVE] * save_due)
+                    last = out_of_time or self.global_steps == self.total_training_steps
+                    if validate_due or (last and t.test_freq > 0):
+                        with self.time_limit.measure(VALIDATE):
+                            metrics.update(self._validate())
+                    if save_due or last:
+                        with self.time_limit.measure(SAVE):
+                            self._save_checkpoint()
                 except (WorkerError, WorkerTimeoutError) as error:
                     self._restart_workers(error)  # re-raises once trainer.max_worker_restarts are used up
                     self.progress.n = self.global_steps
                     continue
+                if out_of_time:
+                    metrics["trainer/stopped_by_time_limit"] = 1.0
                 tracking.log(metrics, step=self.global_steps)
                 self.progress.update(1)
                 self.progress.set_postfix(success=f"{metrics['train_verify_score/all']:.2f}", refresh=False)
+                if out_of_time:
+                    self._stop_for_time_limit()
+                    break
         finally:
             if self.progress is not None:
                 self.progress.close()
             tracking.finish()
+
+    def _stop_for_time_limit(self) -> None:
+        message = (f"trainer.time_limit_s={self.time_limit.limit_s}: stopped after step {self.global_steps} of "
+                   f"{self.total_training_steps} ({self.time_limit.elapsed():.0f} s since start; the longest step "
+                   f"took {self.time_limit.longest[STEP]:.0f} s), validated and saved; run again with "
+                   f"resume_mode=auto and the same trainer.default_local_dir to continue")
+        logger.warning(message)
+        self.progress.write(message)
 
     def _phase(self, text: str) -> None:
         """Show what the current step is doing on the console's progress bar."""
