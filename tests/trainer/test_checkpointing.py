@@ -213,8 +213,9 @@ def logged_steps(run_dir):
 
 
 @pytest.mark.parametrize("limit_s, test_freq, stop_at, validated", [
-    (450.0, 4, 3, [0, 3]),  # after step 3 (330 s): 330 + 100 + 30 > 450 -> validate and save step 3
-    (500.0, 4, 4, [0, 4]),  # after step 4 (430 s, validation due): 430 + 30 + 130 > 500 -> step 4 validated once
+    # steps 100 s, validations 30 s, a save not measured yet: as long as a step (100 s)
+    (450.0, 4, 2, [0, 2]),  # after step 2 (230 s): 230 + 100 + 30 + 100 > 450 -> validate and save step 2
+    (600.0, 4, 4, [0, 4]),  # after step 4 (430 s, validation due): 430 + 30 + 230 > 600 -> step 4 validated once
     (None, 4, 10, [0, 4, 8, 10]),
 ])
 def test_time_limit_ends_the_run_validated_and_saved_and_resume_continues(tmp_path, limit_s, test_freq, stop_at,

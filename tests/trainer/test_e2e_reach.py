@@ -62,7 +62,12 @@ def test_exact_resume_after_kill(ckpt, straight_run, tmp_path, dtype):
     assert not (killed_dir / "actor" / "global_step_3").exists()
     run_main(reach_overrides(ckpt, killed_dir, *common, "trainer.resume_mode=auto"))
 
-    straight, resumed = read_metrics(straight_dir), read_metrics(killed_dir)
+    assert_same_step_3(straight_dir, killed_dir, ckpt)
+
+
+def assert_same_step_3(straight_dir: Path, resumed_dir: Path, ckpt: Path) -> None:
+    """The resumed run's step 3 is the straight run's: metrics (but timings) and weights."""
+    straight, resumed = read_metrics(straight_dir), read_metrics(resumed_dir)
     a, b = deterministic(straight[3]), deterministic(resumed[3])
     assert "actor/pg_loss" in a and "val/test_score/all" in a
     assert a["actor/lr"] == pytest.approx(1e-3)  # the last warm-up step (1/3, 2/3, 3/3 of optim.lr)
@@ -70,13 +75,31 @@ def test_exact_resume_after_kill(ckpt, straight_run, tmp_path, dtype):
     for key in a:
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
     wa = weights(straight_dir / "actor" / "global_step_3")
-    wb = weights(killed_dir / "actor" / "global_step_3")
+    wb = weights(resumed_dir / "actor" / "global_step_3")
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
     # and the run really changed the weights
     w0 = load_file(str(next(Path(ckpt).glob("model-*.safetensors"))))
     assert any(not torch.equal(wa[k], w0[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_a_time_limited_run_stops_validated_and_saved_and_resumes_exactly(ckpt, straight_run, tmp_path):
+    """trainer.time_limit_s=1 has passed by the end of step 1 (Ray and the model take longer than
+    that to start): the run validates and saves step 1, says so, exits 0; run again without a limit
+    it continues to step 3, equal to the uninterrupted run."""
+    common = resume_settings("float32")
+    run_dir = tmp_path / "limited"
+    proc = run_main(reach_overrides(ckpt, run_dir, *common, "trainer.time_limit_s=1"))
+    metrics = read_metrics(run_dir)
+    assert sorted(metrics) == [1] and metrics[1]["trainer/stopped_by_time_limit"] == 1.0
+    assert "val/test_score/all" in metrics[1]  # validated although test_freq=3
+    assert (run_dir / "actor" / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
+    assert "trainer.time_limit_s=1: stopped after step 1 of 3" in proc.stdout + proc.stderr
+    run_main(reach_overrides(ckpt, run_dir, *common))
+    assert "trainer/stopped_by_time_limit" not in read_metrics(run_dir)[3]
+    assert_same_step_3(straight_run("float32"), run_dir, ckpt)
 
 
 @pytest.fixture(scope="module")

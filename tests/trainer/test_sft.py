@@ -86,6 +86,7 @@ def test_default_sft_config_is_valid(demos_dir, init_ckpt):
     (["eval.freq=0"], "eval.freq"),
     (["trainer.logger=[console,mlflow]"], "trainer.logger"),
     (["trainer.worker_timeout_s=0"], "trainer.worker_timeout_s"),
+    (["trainer.time_limit_s=-5"], "trainer.time_limit_s"),
     (["trainer.cpu_threads_per_worker=0"], "trainer.cpu_threads_per_worker"),
     (["env.max_consecutive_failures=0"], "env.max_consecutive_failures"),
 ])
@@ -129,19 +130,19 @@ def run_sft(overrides, timeout=600):
     return proc
 
 
-@pytest.mark.slow
-def test_sft_exact_resume(demos_dir, init_ckpt, tmp_path):
-    """4 steps straight == 2 steps, then a resumed run to 4: same losses, same weights."""
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_sft(sft_overrides(demos_dir, init_ckpt, straight, "trainer.total_training_steps=4", "trainer.test_freq=2"))
-    run_sft(sft_overrides(demos_dir, init_ckpt, resumed, "trainer.total_training_steps=2", "trainer.test_freq=2"))
-    run_sft(sft_overrides(demos_dir, init_ckpt, resumed, "trainer.total_training_steps=4", "trainer.test_freq=2"))
+RESUME_SETTINGS = ("trainer.total_training_steps=4", "trainer.test_freq=2")
+
+
+@pytest.fixture(scope="module")
+def straight_sft(demos_dir, init_ckpt, tmp_path_factory):
+    """4 uninterrupted SFT steps: what every resumed run must reproduce."""
+    straight = tmp_path_factory.mktemp("straight_sft")
+    run_sft(sft_overrides(demos_dir, init_ckpt, straight, *RESUME_SETTINGS))
+    return straight
+
+
+def assert_same_steps_3_and_4(straight: Path, resumed: Path) -> None:
     a, b = read_metrics(straight), read_metrics(resumed)
-    assert a[4]["sft/loss"] < a[1]["sft/loss"]
-    timed = [step for step in a if "timing/step" in a[step]]
-    assert 4 in timed
-    for step in timed:  # the driver's wait for the next batch is part of the step, never more
-        assert 0 <= a[step]["timing/batch_wait"] <= a[step]["timing/step"], step
     for step in (3, 4):
         for key in ("sft/loss", "sft/token_acc", "sft/grad_norm"):
             assert a[step][key] == pytest.approx(b[step][key], rel=1e-6), (step, key)
@@ -149,6 +150,38 @@ def test_sft_exact_resume(demos_dir, init_ckpt, tmp_path):
     wa = load_file(str(next((straight / "actor" / "global_step_4").glob("model-*.safetensors"))))
     wb = load_file(str(next((resumed / "actor" / "global_step_4").glob("model-*.safetensors"))))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_sft_exact_resume(demos_dir, init_ckpt, straight_sft, tmp_path):
+    """4 steps straight == 2 steps, then a resumed run to 4: same losses, same weights."""
+    resumed = tmp_path / "resumed"
+    run_sft(sft_overrides(demos_dir, init_ckpt, resumed, "trainer.total_training_steps=2", "trainer.test_freq=2"))
+    run_sft(sft_overrides(demos_dir, init_ckpt, resumed, *RESUME_SETTINGS))
+    a = read_metrics(straight_sft)
+    assert a[4]["sft/loss"] < a[1]["sft/loss"]
+    timed = [step for step in a if "timing/step" in a[step]]
+    assert 4 in timed
+    for step in timed:  # the driver's wait for the next batch is part of the step, never more
+        assert 0 <= a[step]["timing/batch_wait"] <= a[step]["timing/step"], step
+    assert_same_steps_3_and_4(straight_sft, resumed)
+
+
+@pytest.mark.slow
+def test_a_time_limited_sft_run_stops_validated_and_saved_and_resumes_exactly(demos_dir, init_ckpt, straight_sft,
+                                                                             tmp_path):
+    """trainer.time_limit_s=1 has passed by the end of step 1 (Ray and the model take longer to
+    start): the validation loss runs although test_freq=2, step 1 is saved, the run says so and exits
+    0; run again without a limit it reaches step 4, equal to the uninterrupted run."""
+    limited = tmp_path / "limited"
+    proc = run_sft(sft_overrides(demos_dir, init_ckpt, limited, *RESUME_SETTINGS, "trainer.time_limit_s=1"))
+    metrics = read_metrics(limited)
+    assert max(metrics) == 1 and metrics[1]["trainer/stopped_by_time_limit"] == 1.0 and "val/loss" in metrics[1]
+    assert (limited / "actor" / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
+    assert "trainer.time_limit_s=1: stopped after step 1 of 4" in proc.stdout + proc.stderr
+    run_sft(sft_overrides(demos_dir, init_ckpt, limited, *RESUME_SETTINGS))
+    assert "trainer/stopped_by_time_limit" not in read_metrics(limited)[4]
+    assert_same_steps_3_and_4(straight_sft, limited)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ tests/trainer/test_checkpointing.py.)"""
 
 import pytest
 
-from verl.trainer.time_limit import SAVE, STEP, VALIDATE, TimeLimit
+from verl.trainer.time_limit import EVALUATE, SAVE, STEP, VALIDATE, TimeLimit
 
 
 class Clock:
@@ -51,13 +51,27 @@ def test_the_longest_step_validation_and_save_must_fit():
     assert limit.next_step_fits()
     assert not limit.next_step_fits([SAVE])
 
-def test_an_unmeasured_validation_is_assumed_as_long_as_a_step():
+def test_a_phase_not_measured_yet_is_assumed_as_long_as_a_step():
     clock = Clock()
-    limit = TimeLimit(500.0, clock)
+    limit = TimeLimit(650.0, clock)
     run_phase(limit, clock, STEP, 150)
-    assert limit.next_step_fits()          # 150 + 150 + 150 (validation) = 450
+    assert limit.next_step_fits()          # 150 + 150 (step) + 150 (validation) + 150 (save) = 600
     clock.now += 60
-    assert not limit.next_step_fits()      # 510
+    assert not limit.next_step_fits()      # 660
+
+
+def test_the_phases_that_end_a_run_are_the_callers():
+    """SFT ends with a validation loss, a closed-loop evaluation and a save; a run that never
+    validates ends with a save only."""
+    clock = Clock()
+    limit = TimeLimit(1000.0, clock)
+    run_phase(limit, clock, STEP, 100)
+    run_phase(limit, clock, EVALUATE, 500)
+    run_phase(limit, clock, VALIDATE, 5)
+    run_phase(limit, clock, SAVE, 5)       # 610 elapsed
+    assert limit.next_step_fits(at_end=[SAVE])  # 715
+    assert limit.next_step_fits(at_end=[VALIDATE, SAVE])  # 720
+    assert not limit.next_step_fits(at_end=[VALIDATE, EVALUATE, SAVE])  # 1220
 
 
 def test_a_failed_phase_is_not_measured():

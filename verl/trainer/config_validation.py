@@ -408,6 +408,9 @@ def _validate_run(cfg: DictConfig, check_paths: bool) -> None:
     _freq(cfg, f"{t}.save_freq")
     _freq(cfg, f"{t}.test_freq")
     _number_in(cfg, f"{t}.worker_timeout_s", 0.0, float("inf"), low_open=True)
+    limit = _get(cfg, f"{t}.time_limit_s")
+    _require(limit is None or (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0),
+             f"{t}.time_limit_s", limit, "null (no limit) or seconds > 0")
     _cpu_threads_per_worker(cfg, t)
     mode = _one_of(cfg, f"{t}.resume_mode", RESUME_MODES)
     if check_paths and mode == "resume_path":
@@ -424,9 +427,6 @@ def _validate_trainer(cfg: DictConfig, check_paths: bool) -> None:
     _require(tbs % n_workers == 0 or cfg.trainer.val_only, "data.train_batch_size", tbs,
              f"a multiple of the number of workers ({n_workers} = trainer.nnodes x trainer.n_gpus_per_node)")
     _int_at_least(cfg, f"{t}.max_worker_restarts", 0)
-    limit = _get(cfg, f"{t}.time_limit_s")
-    _require(limit is None or (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0),
-             f"{t}.time_limit_s", limit, "null (no limit) or seconds > 0")
     _bool(cfg, f"{t}.entropy_after_update")
     keep = _get(cfg, f"{t}.max_actor_ckpt_to_keep")
     _require(keep is None or (_is_int(keep) and keep >= 1), f"{t}.max_actor_ckpt_to_keep", keep,

@@ -210,8 +210,9 @@ class RayPPOTrainer:
                         metrics = self._train_step()
                     validate_due = t.test_freq > 0 and self.global_steps % t.test_freq == 0
                     save_due = t.save_freq > 0 and self.global_steps % t.save_freq == 0
-                    out_of_time = self.global_steps < self.total_training_steps and \
-                        not self.time_limit.next_step_fits([VALIDATE] * validate_due + [SAVE] * save_due)
+                    out_of_time = self.global_steps < self.total_training_steps and not self.time_limit.next_step_fits(
+                        due_now=[VALIDATE] * validate_due + [SAVE] * save_due,
+                        at_end=[VALIDATE] * (t.test_freq > 0) + [SAVE])
                     last = out_of_time or self.global_steps == self.total_training_steps
                     if validate_due or (last and t.test_freq > 0):
                         with self.time_limit.measure(VALIDATE):
@@ -229,20 +230,12 @@ class RayPPOTrainer:
                 self.progress.update(1)
                 self.progress.set_postfix(success=f"{metrics['train_verify_score/all']:.2f}", refresh=False)
                 if out_of_time:
-                    self._stop_for_time_limit()
+                    self.time_limit.announce_stop(self.global_steps, self.total_training_steps, self.progress)
                     break
         finally:
             if self.progress is not None:
                 self.progress.close()
             tracking.finish()
-
-    def _stop_for_time_limit(self) -> None:
-        message = (f"trainer.time_limit_s={self.time_limit.limit_s}: stopped after step {self.global_steps} of "
-                   f"{self.total_training_steps} ({self.time_limit.elapsed():.0f} s since start; the longest step "
-                   f"took {self.time_limit.longest[STEP]:.0f} s), validated and saved; run again with "
-                   f"resume_mode=auto and the same trainer.default_local_dir to continue")
-        logger.warning(message)
-        self.progress.write(message)
 
     def _phase(self, text: str) -> None:
         """Show what the current step is doing on the console's progress bar."""

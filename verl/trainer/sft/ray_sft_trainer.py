@@ -24,6 +24,7 @@ from tqdm import tqdm
 from verl.trainer.config_validation import ConfigError, world_size
 from verl.trainer.ppo.ray_trainer import reduce_metrics
 from verl.trainer.run_checkpoints import RunCheckpoints
+from verl.trainer.time_limit import EVALUATE, SAVE, STEP, VALIDATE, TimeLimit
 from verl.trainer.worker_groups import start_worker_group, stop_worker_group
 from verl.trainer.validation import greedy_episodes, report_validation, weights_label
 from verl.utils.dataset import sft_dataset as sd
@@ -55,6 +56,7 @@ class RaySFTTrainer:
         self.tracking: Optional[Tracking] = None  # set by fit(); evaluation videos go to it
         self._sampler_state: dict[str, Any] = self.sampler.state_dict()  # as of the last trained step
         self._prefetch: Optional[ThreadPoolExecutor] = None
+        self.time_limit = TimeLimit(config.trainer.time_limit_s)  # counts from here, before Ray starts
 
     # ------------------------------------------------------------------------------ data
     def _build_data(self) -> None:
@@ -129,7 +131,10 @@ class RaySFTTrainer:
         try:
             self._maybe_resume()
             if self.config.eval.before_train and self.global_steps == 0:
-                tracking.log(self._evaluate_closed_loop(), step=0)
+                with self.time_limit.measure(EVALUATE):
+                    tracking.log(self._evaluate_closed_loop(), step=0)
+            # the phases a step may be followed by: (validation loss, closed-loop evaluation) and how often
+            phases = [(VALIDATE, t.test_freq), (EVALUATE, self.config.eval.freq)]
             self.progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="sft",
                                  unit="step", dynamic_ncols=True, file=sys.stderr)
             window: dict[str, list[float]] = defaultdict(list)
@@ -138,22 +143,32 @@ class RaySFTTrainer:
             while self.global_steps < self.total_training_steps:
                 self.global_steps += 1
                 step_start = time.perf_counter()
-                batch_future, self._sampler_state = pending
-                batch = batch_future.result()
-                window["timing/batch_wait"].append(time.perf_counter() - step_start)  # > 0: the crops lag the update
-                if self.global_steps < self.total_training_steps:  # the next batch is cropped while this one trains
-                    pending = self._prepare_batch(self.global_steps + 1, prefetch)
-                for key, values in self.wg.train_step(batch).meta_info["metrics"].items():
-                    window[key].extend(np.ravel(values).tolist())
+                with self.time_limit.measure(STEP):
+                    batch_future, self._sampler_state = pending
+                    batch = batch_future.result()
+                    window["timing/batch_wait"].append(time.perf_counter() - step_start)  # > 0: crops lag the update
+                    if self.global_steps < self.total_training_steps:  # the next batch is cropped while this one trains
+                        pending = self._prepare_batch(self.global_steps + 1, prefetch)
+                    for key, values in self.wg.train_step(batch).meta_info["metrics"].items():
+                        window[key].extend(np.ravel(values).tolist())
                 window["timing/step"].append(time.perf_counter() - step_start)
                 last = self.global_steps == self.total_training_steps
+                out_of_time = not last and not self.time_limit.next_step_fits(
+                    due_now=[phase for phase, freq in phases if self._due(freq, last=False)],
+                    at_end=[phase for phase, freq in phases if freq > 0] + [SAVE])
+                last = last or out_of_time
                 metrics: dict[str, float] = {}
                 if self._due(t.test_freq, last):
-                    metrics.update(self._validation_loss())
+                    with self.time_limit.measure(VALIDATE):
+                        metrics.update(self._validation_loss())
                 if self._due(self.config.eval.freq, last):
-                    metrics.update(self._evaluate_closed_loop())
+                    with self.time_limit.measure(EVALUATE):
+                        metrics.update(self._evaluate_closed_loop())
                 if self._due(t.save_freq, last) or last:
-                    self._save_checkpoint()
+                    with self.time_limit.measure(SAVE):
+                        self._save_checkpoint()
+                if out_of_time:
+                    metrics["trainer/stopped_by_time_limit"] = 1.0
                 if metrics or self.global_steps % t.log_freq == 0 or last:
                     metrics.update(reduce_metrics(window))
                     metrics["train/epoch"] = float(self._sampler_state["epoch"])
@@ -162,6 +177,9 @@ class RaySFTTrainer:
                 self.progress.update(1)
                 if "sft/loss" in metrics:
                     self.progress.set_postfix(loss=f"{metrics['sft/loss']:.3f}", refresh=False)
+                if out_of_time:
+                    self.time_limit.announce_stop(self.global_steps, self.total_training_steps, self.progress)
+                    break
         finally:
             if self._prefetch is not None:
                 self._prefetch.shutdown(wait=False, cancel_futures=True)
