@@ -154,7 +154,7 @@ class RaySFTTrainer:
                 window["timing/step"].append(time.perf_counter() - step_start)
                 last = self.global_steps == self.total_training_steps
                 out_of_time = not last and not self.time_limit.next_step_fits(
-                    due_now=[phase for phase, freq in phases if self._due(freq, last=False)],
+                    due_now=[phase for phase, freq in [*phases, (SAVE, t.save_freq)] if self._due(freq, last=False)],
                     at_end=[phase for phase, freq in phases if freq > 0] + [SAVE])
                 last = last or out_of_time
                 metrics: dict[str, float] = {}
