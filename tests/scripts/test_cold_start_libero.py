@@ -206,6 +206,11 @@ def test_report_compares_runs_from_the_same_sft_policy(script, tmp_path):
     assert result["curve"][0]["step"] == 6
     assert result["sft_heldout_success"] is None and result["sft_heldout_per_task"] is None
     assert result["rl_heldout_success"] == 0.55
+    assert result["rl_stopped_by_time_limit"] is False
+    with open(run / "rl" / "metrics.jsonl", "a") as f:  # the trainer's mark at the step a time limit ended it
+        f.write(json.dumps({"step": 12, "trainer/stopped_by_time_limit": 1.0}) + "\n")
+    assert script.main(argv) == 0
+    assert json.loads(out.read_text())["rl_stopped_by_time_limit"] is True
 
     # a run whose SFT stage did not run here does not list that stage's flags (their defaults, e.g.
     # patch_size 14, would misdescribe the checkpoint), and lists them once it has run
