@@ -38,7 +38,7 @@ class TimeLimit:
 
     @contextmanager
     def measure(self, phase: str) -> Iterator[None]:
-        """Time one phase (STEP, VALIDATE or SAVE) and keep the longest of its kind."""
+        """Time one phase (STEP, VALIDATE, EVALUATE or SAVE) and keep the longest of its kind."""
         began = self.clock()
         yield
         self.longest[phase] = max(self.longest.get(phase, 0.0), self.clock() - began)
