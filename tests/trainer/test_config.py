@@ -161,6 +161,8 @@ def test_ppo_with_critic_and_curriculum_is_valid_and_the_critic_follows_the_acto
         (["trainer.time_limit_s=0"], "trainer.time_limit_s"),
         (["trainer.time_limit_s=true"], "trainer.time_limit_s"),
         (["trainer.time_limit_s=1h"], "trainer.time_limit_s"),
+        (["actor_rollout_ref.rollout.val_temperature=-0.5"], "actor_rollout_ref.rollout.val_temperature"),
+        (["actor_rollout_ref.rollout.val_temperature=hot"], "actor_rollout_ref.rollout.val_temperature"),
         (["trainer.cpu_threads_per_worker=0"], "trainer.cpu_threads_per_worker"),
         (["env.cpu_cores=[1,-2]"], "env.cpu_cores"),
         (["actor_rollout_ref.actor.optim.betas=[0.9]"], "actor_rollout_ref.actor.optim.betas"),

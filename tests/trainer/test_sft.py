@@ -87,6 +87,7 @@ def test_default_sft_config_is_valid(demos_dir, init_ckpt):
     (["trainer.logger=[console,mlflow]"], "trainer.logger"),
     (["trainer.worker_timeout_s=0"], "trainer.worker_timeout_s"),
     (["trainer.time_limit_s=-5"], "trainer.time_limit_s"),
+    (["eval.temperature=-1"], "eval.temperature"),
     (["trainer.cpu_threads_per_worker=0"], "trainer.cpu_threads_per_worker"),
     (["env.max_consecutive_failures=0"], "env.max_consecutive_failures"),
 ])

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from verl.protocol import DataProto
-from verl.trainer.validation import greedy_episodes, success_tables
+from verl.trainer.validation import validation_episodes, success_tables
 from verl.utils.dataset import RobDataset
 from verl.workers import trajectory as tj
 
@@ -34,11 +34,12 @@ def test_robotwin_validation_reports_train_iid_and_eval_ood(tmp_path):
         (seeds / f"robotwin2_{split}_seeds.json").write_text(json.dumps({"lift_pot": {"success_seeds": values}}))
     val = RobDataset("robotwin2_lift_pot", 10, split="val", robotwin2_seeds_dir=str(seeds))
     workers = EchoWorkers()
-    metrics = success_tables(greedy_episodes(workers, val, batch_size=100, seed=1, step=4))
+    metrics = success_tables(validation_episodes(workers, val, batch_size=100, seed=1, step=4))
     assert metrics["val/test_score/robotwin2_lift_pot_train_iid"] == 0.5
     assert metrics["val/test_score/robotwin2_lift_pot_eval_ood"] == 1.0
     assert metrics["val/test_score/all"] == 0.75 and metrics["val/episodes"] == 256
-    assert all(call["greedy"] for call in workers.calls) and len(workers.calls) == 3
+    assert all(call["greedy"] and call["validation"] and call["temperature"] is None for call in workers.calls)
+    assert len(workers.calls) == 3
 
 
 def test_libero_validation_keeps_the_suite_metric():

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from verl.protocol import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from verl.trainer.run_checkpoints import RunCheckpoints
-from verl.trainer.validation import build_report, greedy_episodes
+from verl.trainer.validation import build_report, validation_episodes
 from verl.utils.dataset import RobDataset
 from verl.utils.video import episode_video_name
 from verl.workers import trajectory as tj
@@ -42,7 +42,7 @@ def reach_val_set() -> RobDataset:
 
 def test_videos_are_capped_per_task_and_named_by_uid(tmp_path):
     workers = ScriptedWorkers()
-    episodes = greedy_episodes(workers, reach_val_set(), batch_size=5, seed=0, step=6, max_videos_per_task=1)
+    episodes = validation_episodes(workers, reach_val_set(), batch_size=5, seed=0, step=6, max_videos_per_task=1)
     flags = np.concatenate([p.non_tensor_batch[tj.RECORD_VIDEO] for p in workers.prompts]).astype(bool)
     tasks = np.concatenate([p.non_tensor_batch[tj.TASK_ID] for p in workers.prompts]).astype(int)
     assert flags.sum() == 3 and sorted(tasks[flags]) == [0, 1, 2]  # one per task, across rounds of 5
@@ -63,12 +63,12 @@ def test_videos_are_capped_per_task_and_named_by_uid(tmp_path):
                                        for t, i in zip(range(3), recorded)}
 
     no_cap = ScriptedWorkers()
-    greedy_episodes(no_cap, reach_val_set(), batch_size=12, seed=0, step=6)
+    validation_episodes(no_cap, reach_val_set(), batch_size=12, seed=0, step=6)
     assert tj.RECORD_VIDEO not in no_cap.prompts[0].non_tensor_batch  # the rollout then records every episode
 
 
 def test_report_metrics_table_and_files(tmp_path):
-    episodes = greedy_episodes(ScriptedWorkers(), reach_val_set(), batch_size=12, seed=0, step=3)
+    episodes = validation_episodes(ScriptedWorkers(), reach_val_set(), batch_size=12, seed=0, step=3)
     report = build_report(episodes, step=3, weights="/runs/a/actor/global_step_3")
     m = report.metrics
     assert m["val/test_score/all"] == 0.5 and m["val/test_score/reach"] == 0.5
@@ -76,7 +76,7 @@ def test_report_metrics_table_and_files(tmp_path):
     assert m["val/test_score/reach/1"] == 0.5 and m["val/faulted_episodes"] == 3.0
 
     table = report.table()
-    assert "validation at step 3: success 0.500 (6/12 episodes, 3 faulted)" in table
+    assert "validation at step 3: success 0.500 (6/12 episodes, 3 faulted, greedy)" in table
     assert "weights: /runs/a/actor/global_step_3" in table
     row = next(line for line in table.splitlines() if line.startswith("reach") and " 1 " in line[:30])
     assert "0.500" in row and "2/4" in row and "20.0" in row and "reach target 1" in row  # mean of 8, 16, 24, 32
@@ -85,6 +85,7 @@ def test_report_metrics_table_and_files(tmp_path):
     assert directory == tmp_path / "validation" / "step_3"
     saved = json.loads((directory / "report.json").read_text())
     assert saved["weights"] == "/runs/a/actor/global_step_3" and saved["success_rate"] == 0.5
+    assert saved["decoding"] == "greedy" and saved["metrics"]["val/temperature"] == 0.0
     assert saved["suites"] == {"reach": {"episodes": 12, "successes": 6, "success_rate": 0.5}}
     assert [(t["task_id"], t["successes"], t["episodes"]) for t in saved["tasks"]] == [(0, 2, 4), (1, 2, 4), (2, 2, 4)]
     lines = [json.loads(line) for line in (directory / "episodes.jsonl").read_text().splitlines()]
@@ -92,6 +93,18 @@ def test_report_metrics_table_and_files(tmp_path):
     assert lines[1] == {"suite": "reach", "task_id": 0, "init_state": 1, "seed": lines[1]["seed"],
                         "data_source": "reach", "instruction": "reach target 0", "success": False, "steps": 16,
                         "faulted": False, "video": None}
+
+
+def test_sampled_validation_asks_the_workers_to_sample_and_says_so_in_the_report(tmp_path):
+    workers = ScriptedWorkers()
+    episodes = validation_episodes(workers, reach_val_set(), batch_size=5, seed=4, step=2, temperature=0.7)
+    assert [p.meta_info["greedy"] for p in workers.prompts] == [False] * 3  # rounds of 5, 5, 2
+    assert all(p.meta_info["temperature"] == 0.7 and p.meta_info["validation"] and p.meta_info["seed"] == 4
+               for p in workers.prompts)
+    report = build_report(episodes, step=2, weights="/ckpt", temperature=0.7)
+    assert report.metrics["val/temperature"] == 0.7 and report.decoding == "sampled at T=0.7"
+    assert "(6/12 episodes, 3 faulted, sampled at T=0.7)" in report.table()
+    assert json.loads((report.write(tmp_path) / "report.json").read_text())["decoding"] == "sampled at T=0.7"
 
 
 def _val_only_trainer(tmp_path: Path, resume_mode: str, resume_from_path=None) -> RayPPOTrainer:

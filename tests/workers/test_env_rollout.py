@@ -27,10 +27,11 @@ def parts(tmp_path_factory):
     pool.close()
 
 
-def rollout(parts, stages: int, greedy: bool, seed: int = 0) -> DataProto:
+def rollout(parts, stages: int, greedy: bool, seed: int = 0, settings_temperature: float = 1.6,
+            **call) -> DataProto:
     model, processor, pool = parts
     inputs = PolicyInputBuilder(processor.preprocess_images, 32000, torch.device("cpu"))
-    settings = RolloutSettings(benchmark="reach", temperature=1.6, action_chunk=8, action_dim=7, max_env_steps=24,
+    settings = RolloutSettings(benchmark="reach", temperature=settings_temperature, action_chunk=8, action_dim=7, max_env_steps=24,
                                pipeline_stages=stages, max_batch_size=3)
     engine = EnvRollout(model, processor.prompt_token_ids, inputs, pool, settings,
                         get_action_norm_stats(model.config.norm_stats, "reach"))
@@ -40,7 +41,7 @@ def rollout(parts, stages: int, greedy: bool, seed: int = 0) -> DataProto:
         tj.TASK_ID: np.array([i % 4 for i in range(n)], dtype=object),
         tj.TRIAL_ID: np.array(list(range(n)), dtype=object),
     })
-    out = engine.generate_sequences(prompts, greedy=greedy, seed=seed)
+    out = engine.generate_sequences(prompts, greedy=greedy, seed=seed, **call)
     assert prompts.batch is None and set(prompts.non_tensor_batch) == {tj.TASK_SUITE_NAME, tj.TASK_ID, tj.TRIAL_ID}
     return out
 
@@ -60,6 +61,17 @@ def test_sampled_rollout_is_reproducible_per_seed(parts):
     a, b, c = rollout(parts, 2, False, seed=5), rollout(parts, 2, False, seed=5), rollout(parts, 2, False, seed=6)
     assert torch.equal(a.batch[tj.RESPONSES], b.batch[tj.RESPONSES])
     assert not torch.equal(a.batch[tj.RESPONSES], c.batch[tj.RESPONSES])
+
+
+def test_a_call_temperature_samples_as_settings_with_that_temperature(parts):
+    """Sampled validation (rollout.val_temperature): the call's temperature replaces the training
+    one, for the draws and for the stored log-probs."""
+    called = rollout(parts, 1, False, seed=5, temperature=0.5, validation=True)
+    built = rollout(parts, 1, False, seed=5, settings_temperature=0.5)
+    training = rollout(parts, 1, False, seed=5)
+    assert torch.equal(called.batch[tj.RESPONSES], built.batch[tj.RESPONSES])
+    assert torch.equal(called.batch[tj.ROLLOUT_LOG_PROBS], built.batch[tj.ROLLOUT_LOG_PROBS])
+    assert not torch.equal(called.batch[tj.RESPONSES], training.batch[tj.RESPONSES])
 
 
 class RecordingPool:

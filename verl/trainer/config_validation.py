@@ -249,6 +249,7 @@ def _validate_rollout(cfg: DictConfig) -> None:
     r = "actor_rollout_ref.rollout"
     _one_of(cfg, f"{r}.name", ("hf",))
     _number_in(cfg, f"{r}.temperature", 0.0, float("inf"), low_open=True)
+    _number_in(cfg, f"{r}.val_temperature", 0.0, float("inf"))
     _int_at_least(cfg, f"{r}.max_batch_size", 1)
     _int_at_least(cfg, f"{r}.log_prob_micro_batch_size", 1)
     _int_at_least(cfg, f"{r}.num_steps_wait", 0)
@@ -509,6 +510,7 @@ def validate_sft_config(cfg: DictConfig, check_paths: bool = True) -> None:
     _require(held_out < trials, f"{e}.held_out_trials_per_task", held_out,
              f"fewer than {e}.num_trials_per_task={trials}")
     _int_at_least(cfg, f"{e}.batch_size", 1)
+    _number_in(cfg, f"{e}.temperature", 0.0, float("inf"))
     _freq(cfg, f"{e}.freq")
     _validate_env(cfg)
 

@@ -1,4 +1,8 @@
-"""Greedy closed-loop evaluation on the driver: prompts of a `RobDataset` -> success rates and a report.
+"""Closed-loop evaluation on the driver: prompts of a `RobDataset` -> success rates and a report.
+
+Greedy (argmax action tokens, as the reference) unless a validation temperature is set: then the
+episodes sample at it, from a generator seeded by the run's seed (the same draws at every
+validation), to measure the sampled policy that training improves.
 
 Shared by the RL trainer (`trainer.test_freq`, `val_only`), scripts/evaluate_checkpoint.py and the SFT
 trainer (`eval.freq`). A `ValidationReport` is what people read: a per-task console table, the
@@ -53,12 +57,18 @@ def video_flags(dataset: Any, max_per_task: int) -> np.ndarray:
     return flags
 
 
-def greedy_episodes(worker_group: Any, dataset: Any, batch_size: int, seed: int, step: int,
-                    max_videos_per_task: Optional[int] = None) -> DataProto:
-    """One greedy episode per item of `dataset`, in rounds of `batch_size` prompts.
+def decoding_label(temperature: float) -> str:
+    """How validation picked actions, for reports: "greedy" (temperature 0) or "sampled at T=<t>"."""
+    return "greedy" if temperature == 0 else f"sampled at T={temperature:g}"
+
+
+def validation_episodes(worker_group: Any, dataset: Any, batch_size: int, seed: int, step: int,
+                        max_videos_per_task: Optional[int] = None, temperature: float = 0.0) -> DataProto:
+    """One episode per item of `dataset`, in rounds of `batch_size` prompts: greedy when
+    `temperature` is 0, else sampled at it (seeded by `seed`).
 
     `max_videos_per_task`: mark only that many episodes per task for a video (the env pool records
-    them when the run saves videos); None marks none and the rollout records every greedy episode.
+    them when the run saves videos); None marks none and the rollout records every episode.
     Returns complete, finish_step, faulted, the task keys, data source, uid and instruction per episode.
     """
     results: list[DataProto] = []
@@ -68,7 +78,8 @@ def greedy_episodes(worker_group: Any, dataset: Any, batch_size: int, seed: int,
         prompts = prompts_from_dataset(dataset, indices[start:start + batch_size], f"val{step}r{r}")
         if flags is not None:
             prompts.non_tensor_batch[tj.RECORD_VIDEO] = flags[start:start + batch_size].astype(object)
-        prompts.meta_info.update(greedy=True, seed=seed, global_step=step)
+        prompts.meta_info.update(greedy=temperature == 0, temperature=temperature or None, validation=True,
+                                 seed=seed, global_step=step)
         out = worker_group.generate_sequences(prompts)
         out.meta_info.pop("metrics", None)
         keys = [k for k in (*EPISODE_KEYS, tj.RECORD_VIDEO) if k in out.non_tensor_batch]
@@ -122,6 +133,7 @@ class ValidationReport:
     metrics: dict[str, float]
     tasks: list[TaskResult]
     episodes: list[dict[str, Any]]
+    decoding: str = "greedy"  # decoding_label: greedy, or sampled at a temperature
 
     def videos_by_task(self) -> dict[str, list[str]]:
         """`val/videos/<suite>/<task_id>` -> the video files of that task's recorded episodes."""
@@ -133,7 +145,7 @@ class ValidationReport:
         successes = sum(t.successes for t in self.tasks)
         faulted = sum(t.faulted for t in self.tasks)
         lines = [f"validation at step {self.step}: success {self.metrics.get('val/test_score/all', 0.0):.3f} "
-                 f"({successes}/{total} episodes, {faulted} faulted)",
+                 f"({successes}/{total} episodes, {faulted} faulted, {self.decoding})",
                  f"weights: {self.weights}",
                  f"{'suite':<22} {'task':>4} {'success':>8} {'episodes':>9} {'steps':>7}  instruction"]
         for t in self.tasks:
@@ -152,7 +164,7 @@ class ValidationReport:
             n, k = sum(t.episodes for t in rows), sum(t.successes for t in rows)
             suites[suite] = {"episodes": n, "successes": k, "success_rate": k / max(n, 1)}
         return {
-            "step": self.step, "weights": self.weights,
+            "step": self.step, "weights": self.weights, "decoding": self.decoding,
             "success_rate": self.metrics.get("val/test_score/all", 0.0),
             "episodes": len(self.episodes), "suites": suites,
             "tasks": [{**asdict(t), "success_rate": t.success_rate} for t in self.tasks],
@@ -175,7 +187,8 @@ def _column(episodes: DataProto, key: str, default: Any) -> list[Any]:
     return list(values) if values is not None else [default] * len(episodes)
 
 
-def build_report(episodes: DataProto, step: int, weights: str, video_dir: Optional[str] = None) -> ValidationReport:
+def build_report(episodes: DataProto, step: int, weights: str, video_dir: Optional[str] = None,
+                 temperature: float = 0.0) -> ValidationReport:
     """Per-episode records, per-task rows and the metrics of one validation's episodes.
 
     `video_dir`: where the env pool saved videos (named by `episode_video_name` with the episode's
@@ -208,7 +221,9 @@ def build_report(episodes: DataProto, step: int, weights: str, video_dir: Option
                    mean_steps=float(np.mean([r["steps"] for r in rows])), videos=[r["video"] for r in rows if r["video"]])
         for (suite, task), rows in sorted(groups.items())
     ]
-    return ValidationReport(step=step, weights=weights, metrics=success_tables(episodes), tasks=tasks, episodes=records)
+    metrics = {**success_tables(episodes), "val/temperature": float(temperature)}
+    return ValidationReport(step=step, weights=weights, metrics=metrics, tasks=tasks, episodes=records,
+                            decoding=decoding_label(temperature))
 
 
 def weights_label(start_weights: str, start_step: int, step: int, training: str) -> str:
@@ -220,10 +235,11 @@ def weights_label(start_weights: str, start_step: int, step: int, training: str)
 
 
 def report_validation(episodes: DataProto, step: int, weights: str, run_dir: str, save_video: bool,
-                      tracking: Any = None) -> dict[str, float]:
+                      tracking: Any = None, temperature: float = 0.0) -> dict[str, float]:
     """One validation's report, the same for RL and SFT: the per-task table on the console, the
     files under <run_dir>/validation/step_<N>/, its videos to W&B / TensorBoard; its metrics."""
-    report = build_report(episodes, step, weights, video_dir=os.path.join(run_dir, "videos") if save_video else None)
+    report = build_report(episodes, step, weights, video_dir=os.path.join(run_dir, "videos") if save_video else None,
+                          temperature=temperature)
     written = report.write(run_dir)
     logger.info("%s\nreport: %s", report.table(), written)
     if tracking is not None:

@@ -308,13 +308,19 @@ class PolicyWorker(Worker):
     # ------------------------------------------------------------------------------ RPCs
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, prompts: DataProto) -> DataProto:
-        """meta_info: greedy (bool), seed (int). Returns the trajectory batch for these prompts."""
-        greedy = bool(prompts.meta_info.get("greedy", False))
-        seed = int(prompts.meta_info.get("seed", 0)) * 1009 + self.rank
+        """meta_info: greedy (bool), seed (int), optional temperature (float: sample at it instead of
+        rollout.temperature) and validation (bool). Returns the trajectory batch for these prompts."""
+        meta = prompts.meta_info
+        greedy = bool(meta.get("greedy", False))
+        seed = int(meta.get("seed", 0)) * 1009 + self.rank
+        temperature = meta.get("temperature")
+        validation = meta.get("validation")
         engine = self._rollout_engine()
-        self.pool.set_global_step(int(prompts.meta_info.get("global_step", 0)))
+        self.pool.set_global_step(int(meta.get("global_step", 0)))
         with fsdp_utils.full_params_for_inference(self.model, self.reshard_after_forward):
-            out = engine.generate_sequences(prompts, greedy=greedy, seed=seed)
+            out = engine.generate_sequences(prompts, greedy=greedy, seed=seed,
+                                            temperature=None if temperature is None else float(temperature),
+                                            validation=None if validation is None else bool(validation))
         return out
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)

@@ -32,7 +32,7 @@ from verl.trainer.ppo.reward import RobRewardManager, success_by_task
 from verl.trainer.run_checkpoints import RunCheckpoints
 from verl.trainer.time_limit import SAVE, STEP, VALIDATE, TimeLimit
 from verl.trainer.worker_groups import make_resource_pool, start_worker_group, stop_worker_group
-from verl.trainer.validation import greedy_episodes, prompts_from_dataset, report_validation, weights_label
+from verl.trainer.validation import prompts_from_dataset, report_validation, validation_episodes, weights_label
 from verl.utils.tracking import Tracking
 from verl.workers import trajectory as tj
 
@@ -381,17 +381,19 @@ class RayPPOTrainer:
         return metrics
 
     def _validate(self) -> dict[str, float]:
-        """Greedy episodes over the whole validation set, in rounds of val_batch_size prompts; the
-        report (console table, validation/step_<N>/ files, videos to W&B / TensorBoard); its metrics."""
+        """Episodes over the whole validation set (greedy unless rollout.val_temperature), in rounds
+        of val_batch_size prompts; the report (console table, validation/step_<N>/ files, videos to
+        W&B / TensorBoard); its metrics."""
         timings: dict[str, float] = {}
         r, run_dir = self.config.actor_rollout_ref.rollout, self.config.trainer.default_local_dir
         self._phase("validation")
         with timed("testing", timings):
-            episodes = greedy_episodes(self.actor_wg, self.val_dataset, self.config.data.val_batch_size,
-                                       seed=self.config.trainer.seed, step=self.global_steps,
-                                       max_videos_per_task=r.max_videos_per_task)
+            episodes = validation_episodes(self.actor_wg, self.val_dataset, self.config.data.val_batch_size,
+                                           seed=self.config.trainer.seed, step=self.global_steps,
+                                           max_videos_per_task=r.max_videos_per_task, temperature=r.val_temperature)
         weights = weights_label(self.weights, self.weights_step, self.global_steps, "training")
-        metrics = report_validation(episodes, self.global_steps, weights, run_dir, r.save_video, self.tracking)
+        metrics = report_validation(episodes, self.global_steps, weights, run_dir, r.save_video, self.tracking,
+                                    temperature=r.val_temperature)
         return {**metrics, "timing/testing": timings["testing"]}
 
     # ------------------------------------------------------------------------------ checkpoints

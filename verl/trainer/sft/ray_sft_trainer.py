@@ -4,7 +4,7 @@ Driver: load demos -> split train / held-out demos per task -> statistics -> sam
 step through the rollout's observation pipeline) -> per step, the next `batch_size` samples
 (random crops drawn from (seed, step), so a resumed run crops exactly as an uninterrupted one)
 -> workers' `train_step` -> every test_freq steps held-out loss / token accuracy -> every
-eval.freq steps greedy closed-loop episodes on held-out init states -> checkpoints that
+eval.freq steps closed-loop episodes (greedy unless eval.temperature) on held-out init states -> checkpoints that
 `main_ppo` loads as they are.
 """
 
@@ -26,7 +26,7 @@ from verl.trainer.ppo.ray_trainer import reduce_metrics
 from verl.trainer.run_checkpoints import RunCheckpoints
 from verl.trainer.time_limit import EVALUATE, SAVE, STEP, VALIDATE, TimeLimit
 from verl.trainer.worker_groups import start_worker_group, stop_worker_group
-from verl.trainer.validation import greedy_episodes, report_validation, weights_label
+from verl.trainer.validation import report_validation, validation_episodes, weights_label
 from verl.utils.dataset import sft_dataset as sd
 from verl.utils.tracking import Tracking
 
@@ -219,11 +219,13 @@ class RaySFTTrainer:
         if self.progress is not None:
             self.progress.set_description(f"step {self.global_steps}: closed-loop evaluation")
         start = time.perf_counter()
-        episodes = greedy_episodes(self.wg, self.eval_dataset, self.config.eval.batch_size,
-                                   seed=self.config.trainer.seed, step=self.global_steps)
+        episodes = validation_episodes(self.wg, self.eval_dataset, self.config.eval.batch_size,
+                                       seed=self.config.trainer.seed, step=self.global_steps,
+                                       temperature=self.config.eval.temperature)
         weights = weights_label(str(self.config.actor_rollout_ref.model.path), 0, self.global_steps, "SFT")
         metrics = report_validation(episodes, self.global_steps, weights, self.config.trainer.default_local_dir,
-                                    self.config.actor_rollout_ref.rollout.save_video, self.tracking)
+                                    self.config.actor_rollout_ref.rollout.save_video, self.tracking,
+                                    temperature=self.config.eval.temperature)
         metrics["timing/testing"] = time.perf_counter() - start
         if self.progress is not None:
             self.progress.set_description("sft")

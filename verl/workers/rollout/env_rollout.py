@@ -43,6 +43,16 @@ from verl.workers.rollout.policy_env_io import env_actions, model_images, model_
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How one rollout picks action tokens: argmax (`greedy`), else sampled at `temperature` from
+    `generator`; log-probs are always under `temperature`."""
+
+    greedy: bool
+    temperature: float
+    generator: torch.Generator
+
+
 @dataclass
 class RolloutSettings:
     benchmark: str  # libero | robotwin2 | reach
@@ -157,15 +167,22 @@ class EnvRollout:
 
     # ----------------------------------------------------------------------------- public
     @torch.no_grad()
-    def generate_sequences(self, prompts: DataProto, greedy: bool, seed: int) -> DataProto:
+    def generate_sequences(self, prompts: DataProto, greedy: bool, seed: int, temperature: Optional[float] = None,
+                           validation: Optional[bool] = None) -> DataProto:
         """Roll out one episode per row of `prompts` (non-tensor task_suite_name/task_id/trial_id).
 
+        greedy: argmax action tokens; else sampled at `temperature` (None: the settings', i.e. the
+        training rollouts'), from a generator seeded with `seed`. The stored log-probs are under
+        the temperature sampled at. validation (None: = greedy): labels the progress bar, and
+        without flags records every episode's video.
         Videos (when the pool has a video_dir): the episodes whose `record_video` prompt flag is set,
-        named with their `uid`; without flags, every greedy (validation) episode.
+        named with their `uid`; without flags, every validation episode.
         """
         start = time.perf_counter()
         self.stats = RolloutStats()
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        validation = greedy if validation is None else validation
+        decoding = Decoding(greedy, self.settings.temperature if temperature is None else float(temperature),
+                            torch.Generator(device=self.device).manual_seed(seed))
         keys = prompts.non_tensor_batch
         episodes = [
             Episode(index=i, spec=EnvSpec(
@@ -174,20 +191,20 @@ class EnvRollout:
                 task_id=int(keys[tj.TASK_ID][i]),
                 trial_id=int(keys[tj.TRIAL_ID][i]),
                 seed=int(keys[tj.SEED][i]) if tj.SEED in keys else 0,
-            ), record_video=bool(keys[tj.RECORD_VIDEO][i]) if tj.RECORD_VIDEO in keys else greedy,
+            ), record_video=bool(keys[tj.RECORD_VIDEO][i]) if tj.RECORD_VIDEO in keys else validation,
                 video_tag=str(keys[tj.UID][i]) if tj.UID in keys else None)
             for i in range(len(prompts))
         ]
         self.model.eval()
         busy_before = list(self.pool.busy_s)
         restarts_before = self.pool.counters["worker_restarts"]
-        self._progress = EpisodeProgress(len(episodes), self._progress_label(greedy), self.settings.progress_bar)
+        self._progress = EpisodeProgress(len(episodes), self._progress_label(validation), self.settings.progress_bar)
         try:
             # observations arrive while the env workers wait for actions: their cores are free, and the
             # image pipeline (JPEG, Lanczos, crop: libjpeg and numpy, which release the GIL) runs on them
             with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()),
                                     thread_name_prefix="rollout-images") as self._image_threads:
-                self._run(episodes, greedy, generator)
+                self._run(episodes, decoding)
         finally:
             self._image_threads = None
             self._progress.close()
@@ -202,9 +219,9 @@ class EnvRollout:
         out.meta_info["metrics"] = self.stats.as_metrics("rollout")
         return out.union(prompts)  # a new batch: the caller's prompts stay untouched
 
-    def _progress_label(self, greedy: bool) -> str:
+    def _progress_label(self, validation: bool) -> str:
         rank = f" rank {torch.distributed.get_rank()}" if torch.distributed.is_initialized() else ""
-        return f"{'validation' if greedy else 'rollout'} step {getattr(self.pool, 'global_step', 0)}{rank}"
+        return f"{'validation' if validation else 'rollout'} step {getattr(self.pool, 'global_step', 0)}{rank}"
 
     def _account_faults(self, episodes: list[Episode], restarts_before: int) -> None:
         """Count faulted and recovered episodes, and attribute each env worker restart of this
@@ -256,7 +273,7 @@ class EnvRollout:
             return [slots]
         return [[s for s in slots if s in first], [s for s in slots if s not in first]]
 
-    def _run(self, episodes: list[Episode], greedy: bool, generator: torch.Generator) -> None:
+    def _run(self, episodes: list[Episode], decoding: Decoding) -> None:
         """Visit the slot groups in turn: collect the group's finished calls, start pending
         episodes in its free slots, and send one model call's chunks for its live envs.
 
@@ -280,7 +297,7 @@ class EnvRollout:
                 in_flight[g] = []
                 ready = [s for s in slots if s in occupant]
                 if ready:
-                    chunks = self._act(ready, occupant, greedy, generator)
+                    chunks = self._act(ready, occupant, decoding)
                     in_flight[g].append((self.pool.step_chunk_async(ready, chunks), {s: occupant[s] for s in ready}))
                 starting = self._start_episodes([s for s in slots if s not in occupant], pending)
                 if starting:
@@ -352,8 +369,7 @@ class EnvRollout:
                 # stored normalised: the update recomputes log-probs on exactly what the policy saw
                 ep.proprio.append(model_proprio(raw, s.benchmark, self.proprio_stats))
 
-    def _act(self, slots: list[int], occupant: dict[int, Episode], greedy: bool,
-             generator: torch.Generator) -> list[np.ndarray]:
+    def _act(self, slots: list[int], occupant: dict[int, Episode], decoding: Decoding) -> list[np.ndarray]:
         """One batched forward per `max_batch_size` live envs -> env-space action chunks."""
         t0 = time.perf_counter()
         chunks: list[np.ndarray] = []
@@ -364,11 +380,11 @@ class EnvRollout:
                                  torch.from_numpy(np.stack([ep.images[-1] for ep in batch])),  # [B, n_img, 224, 224, 3]
                                  proprio)
             tokens, logits = self.model.sample_action_tokens(
-                **inputs, temperature=self.settings.temperature, greedy=greedy, generator=generator)
+                **inputs, temperature=decoding.temperature, greedy=decoding.greedy, generator=decoding.generator)
             self.stats.forwards += 1
             self.stats.forward_rows += len(batch)
             bins = tokens - ACTION_TOKEN_BEGIN  # [B, A]
-            log_probs, entropy = action_log_prob_and_entropy(logits, bins, self.settings.temperature)  # [B, A] each
+            log_probs, entropy = action_log_prob_and_entropy(logits, bins, decoding.temperature)  # [B, A] each
             tokens_np, lp_np, ent_np = tokens.cpu().numpy(), log_probs.cpu().numpy(), entropy.cpu().numpy()  # a device sync
             for row, ep in enumerate(batch):
                 ep.tokens.append(tokens_np[row])
