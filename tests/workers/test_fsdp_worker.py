@@ -102,6 +102,19 @@ def test_greedy_rollouts_are_reproducible(worker_group):
     assert torch.equal(c.batch[tj.RESPONSES], d.batch[tj.RESPONSES])  # same seed, same samples
 
 
+def test_the_rpc_samples_at_a_validation_temperature_when_asked(worker_group):
+    """rollout.val_temperature reaches the engine through meta_info: near 0 the draws are the argmax,
+    at the training temperature (1.6) they are not."""
+    wg, _ = worker_group
+    greedy = wg.generate_sequences(reach_prompts(4, greedy=True))
+    cold = reach_prompts(4, greedy=False, seed=11)
+    cold.meta_info.update(temperature=1e-3, validation=True)
+    cold = wg.generate_sequences(cold)
+    hot = wg.generate_sequences(reach_prompts(4, greedy=False, seed=11))
+    assert torch.equal(cold.batch[tj.RESPONSES], greedy.batch[tj.RESPONSES])
+    assert not torch.equal(hot.batch[tj.RESPONSES], greedy.batch[tj.RESPONSES])
+
+
 def test_log_prob_recompute_equals_rollout_and_update_follows_advantage(worker_group):
     wg, root = worker_group
     batch = wg.generate_sequences(reach_prompts(8, greedy=False, seed=5))
