@@ -516,6 +516,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sft_dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
     if args.time_budget_min is not None and not args.time_budget_min > 0:
         raise SystemExit(f"--time-budget-min={args.time_budget_min:g}: expected minutes > 0")
+    sampled = [o for o in args.rl_override if o.split("=", 1)[0].lstrip("+~") == "actor_rollout_ref.rollout.val_temperature"]
+    if sampled:
+        raise SystemExit(f"--rl-override {sampled[0]}: this script's results are greedy held-out success (the bar, "
+                         "and --compare's step 0); evaluate a checkpoint sampled with main_ppo trainer.val_only=True "
+                         "and that override instead")
     if not 0 < args.heldout < NUM_INIT_STATES:
         raise SystemExit(f"--heldout={args.heldout}: expected 1..{NUM_INIT_STATES - 1}")
     if args.demos_per_task + 1 > NUM_INIT_STATES - args.heldout:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint directory alone (greedy, the whole validation set) and print/save the report.
+"""Evaluate a checkpoint directory alone (the whole validation set; greedy, or sampled with the override
+actor_rollout_ref.rollout.val_temperature=T) and print/save the report.
 
     python scripts/evaluate_checkpoint.py CKPT_DIR --suite libero_10 [--task-ids 0,3] [--out eval.json]
         [--run-dir DIR] [Hydra overrides ...]

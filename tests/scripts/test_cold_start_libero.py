@@ -56,6 +56,13 @@ def test_demos_may_not_reach_the_held_out_init_states(script):
     assert collect[collect.index("--init-states") + 1] == "0-29" and collect[collect.index("--num-demos") + 1] == "5"
 
 
+def test_a_sampled_validation_override_is_refused_because_the_results_are_greedy(script):
+    with pytest.raises(SystemExit, match=r"--rl-override actor_rollout_ref.rollout.val_temperature=0.5: this script's "
+                                         r"results are greedy"):
+        script.parse_args(["--rl-override", "actor_rollout_ref.rollout.val_temperature=0.5"])
+    assert script.parse_args(["--rl-override", "actor_rollout_ref.rollout.temperature=0.5"]).rl_override
+
+
 def test_sft_dtype_auto_follows_the_cpus_bf16_support_and_the_default_is_fp32(script, tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16\n")

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from verl.protocol import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from verl.trainer.run_checkpoints import RunCheckpoints
+from verl.trainer.sft.ray_sft_trainer import RaySFTTrainer
 from verl.trainer.validation import build_report, validation_episodes
 from verl.utils.dataset import RobDataset
 from verl.utils.video import episode_video_name
@@ -99,12 +100,45 @@ def test_sampled_validation_asks_the_workers_to_sample_and_says_so_in_the_report
     workers = ScriptedWorkers()
     episodes = validation_episodes(workers, reach_val_set(), batch_size=5, seed=4, step=2, temperature=0.7)
     assert [p.meta_info["greedy"] for p in workers.prompts] == [False] * 3  # rounds of 5, 5, 2
-    assert all(p.meta_info["temperature"] == 0.7 and p.meta_info["validation"] and p.meta_info["seed"] == 4
-               for p in workers.prompts)
+    assert all(p.meta_info["temperature"] == 0.7 and p.meta_info["validation"] for p in workers.prompts)
+    assert [p.meta_info["seed"] for p in workers.prompts] == [4000, 4001, 4002]
     report = build_report(episodes, step=2, weights="/ckpt", temperature=0.7)
     assert report.metrics["val/temperature"] == 0.7 and report.decoding == "sampled at T=0.7"
     assert "(6/12 episodes, 3 faulted, sampled at T=0.7)" in report.table()
     assert json.loads((report.write(tmp_path) / "report.json").read_text())["decoding"] == "sampled at T=0.7"
+
+
+def _validating(trainer_class, tmp_path: Path, config: dict):
+    """A trainer with only what its validation reads: `config`, scripted workers, the reach val set."""
+    trainer = trainer_class.__new__(trainer_class)
+    trainer.config = OmegaConf.create(config)
+    trainer.actor_wg = trainer.wg = ScriptedWorkers()
+    trainer.val_dataset = trainer.eval_dataset = reach_val_set()
+    trainer.weights, trainer.weights_step, trainer.global_steps = "/ckpt", 0, 2
+    trainer.progress, trainer.tracking = None, None
+    return trainer
+
+
+def test_both_trainers_validate_at_the_configured_temperature(tmp_path):
+    rollout = {"val_temperature": 0.7, "max_videos_per_task": None, "save_video": False}
+    rl = _validating(RayPPOTrainer, tmp_path / "rl", {
+        "data": {"val_batch_size": 5}, "actor_rollout_ref": {"rollout": rollout},
+        "trainer": {"seed": 3, "default_local_dir": str(tmp_path / "rl")}})
+    sft = _validating(RaySFTTrainer, tmp_path / "sft", {
+        "eval": {"batch_size": 5, "temperature": 0.7}, "actor_rollout_ref": {"model": {"path": "/ckpt"}, "rollout": rollout},
+        "trainer": {"seed": 3, "default_local_dir": str(tmp_path / "sft")}})
+    for trainer, validate in ((rl, rl._validate), (sft, sft._evaluate_closed_loop)):
+        metrics = validate()
+        sent = [p.meta_info for p in trainer.actor_wg.prompts]
+        assert len(sent) == 3 and all(m["temperature"] == 0.7 and not m["greedy"] for m in sent)
+        assert len({m["seed"] for m in sent}) == 3  # each round its own draws
+        assert metrics["val/temperature"] == 0.7
+        report = json.loads((Path(trainer.config.trainer.default_local_dir) / "validation" / "step_2" / "report.json").read_text())
+        assert report["decoding"] == "sampled at T=0.7"
+    rl.config.actor_rollout_ref.rollout.val_temperature = 0
+    rl.actor_wg.prompts.clear()
+    assert rl._validate()["val/temperature"] == 0.0
+    assert all(p.meta_info["greedy"] and p.meta_info["temperature"] is None for p in rl.actor_wg.prompts)
 
 
 def _val_only_trainer(tmp_path: Path, resume_mode: str, resume_from_path=None) -> RayPPOTrainer:

@@ -65,7 +65,7 @@ def decoding_label(temperature: float) -> str:
 def validation_episodes(worker_group: Any, dataset: Any, batch_size: int, seed: int, step: int,
                         max_videos_per_task: Optional[int] = None, temperature: float = 0.0) -> DataProto:
     """One episode per item of `dataset`, in rounds of `batch_size` prompts: greedy when
-    `temperature` is 0, else sampled at it (seeded by `seed`).
+    `temperature` is 0, else sampled at it (round r seeded by seed * 1000 + r).
 
     `max_videos_per_task`: mark only that many episodes per task for a video (the env pool records
     them when the run saves videos); None marks none and the rollout records every episode.
@@ -78,8 +78,9 @@ def validation_episodes(worker_group: Any, dataset: Any, batch_size: int, seed: 
         prompts = prompts_from_dataset(dataset, indices[start:start + batch_size], f"val{step}r{r}")
         if flags is not None:
             prompts.non_tensor_batch[tj.RECORD_VIDEO] = flags[start:start + batch_size].astype(object)
+        # each round its own draws, the same at every validation (greedy ignores them)
         prompts.meta_info.update(greedy=temperature == 0, temperature=temperature or None, validation=True,
-                                 seed=seed, global_step=step)
+                                 seed=seed * 1000 + r, global_step=step)
         out = worker_group.generate_sequences(prompts)
         out.meta_info.pop("metrics", None)
         keys = [k for k in (*EPISODE_KEYS, tj.RECORD_VIDEO) if k in out.non_tensor_batch]

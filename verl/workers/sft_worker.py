@@ -2,7 +2,7 @@
 
 Same machinery and model code as RL (`PolicyWorker` in fsdp_workers.py): the checkpoint an SFT
 run writes is exactly what `main_ppo` loads, and the SFT run's closed-loop evaluation is the
-RL rollout engine's greedy rollout (`generate_sequences`).
+RL rollout engine's rollout (`generate_sequences`: greedy, or sampled at eval.temperature).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 One step: draw prompts (uniformly, or by the curriculum) -> roll out n_samples episodes each ->
 score -> dynamic sampling (repeat until train_batch_size groups survive) -> old log-probs ->
 (with a critic: values) -> advantages (the estimator algorithm.adv_estimator names) -> critic
-update -> actor update (not during critic warm-up) -> (every test_freq) greedy validation ->
+update -> actor update (not during critic warm-up) -> (every test_freq) validation (greedy, or
+sampled at rollout.val_temperature) ->
 (every save_freq) checkpoint; with trainer.time_limit_s, a validated and saved stop before the
 limit. The driver never touches torch.distributed or a model: workers own
 compute, the driver owns data order and bookkeeping.
