@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"invalid config: {err}", file=sys.stderr)
         return 2
-    from verl.trainer.validation import REPORT_DIR, REPORT_FILE
+    from verl.trainer.validation import REPORT_FILE, report_directory
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     scores = {k: v for row in rows for k, v in row.items() if k.startswith("val/")}
-    report_file = run_dir / REPORT_DIR / "step_0" / REPORT_FILE
+    report_file = report_directory(run_dir, 0, config.actor_rollout_ref.rollout.val_temperature) / REPORT_FILE
     report = json.loads(report_file.read_text())
     print(json.dumps(scores, indent=2))
     print(f"report: {report_file}")

@@ -105,7 +105,9 @@ def test_sampled_validation_asks_the_workers_to_sample_and_says_so_in_the_report
     report = build_report(episodes, step=2, weights="/ckpt", temperature=0.7)
     assert report.metrics["val/temperature"] == 0.7 and report.decoding == "sampled at T=0.7"
     assert "(6/12 episodes, 3 faulted, sampled at T=0.7)" in report.table()
-    assert json.loads((report.write(tmp_path) / "report.json").read_text())["decoding"] == "sampled at T=0.7"
+    written = report.write(tmp_path)
+    assert written == tmp_path / "validation" / "step_2_T0.7"
+    assert json.loads((written / "report.json").read_text())["decoding"] == "sampled at T=0.7"
 
 
 def _validating(trainer_class, tmp_path: Path, config: dict):
@@ -133,12 +135,16 @@ def test_both_trainers_validate_at_the_configured_temperature(tmp_path):
         assert len(sent) == 3 and all(m["temperature"] == 0.7 and not m["greedy"] for m in sent)
         assert len({m["seed"] for m in sent}) == 3  # each round its own draws
         assert metrics["val/temperature"] == 0.7
-        report = json.loads((Path(trainer.config.trainer.default_local_dir) / "validation" / "step_2" / "report.json").read_text())
+        report = json.loads((Path(trainer.config.trainer.default_local_dir) / "validation" / "step_2_T0.7" / "report.json").read_text())
         assert report["decoding"] == "sampled at T=0.7"
     rl.config.actor_rollout_ref.rollout.val_temperature = 0
     rl.actor_wg.prompts.clear()
     assert rl._validate()["val/temperature"] == 0.0
     assert all(p.meta_info["greedy"] and p.meta_info["temperature"] is None for p in rl.actor_wg.prompts)
+    # the same step evaluated greedy and sampled: two reports, neither replaced
+    reports = sorted(d.name for d in (tmp_path / "rl" / "validation").iterdir())
+    assert reports == ["step_2", "step_2_T0.7"]
+    assert json.loads((tmp_path / "rl" / "validation" / "step_2" / "report.json").read_text())["decoding"] == "greedy"
 
 
 def _val_only_trainer(tmp_path: Path, resume_mode: str, resume_from_path=None) -> RayPPOTrainer:

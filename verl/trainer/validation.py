@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 PROMPT_KEYS = (tj.TASK_SUITE_NAME, tj.TASK_ID, tj.TRIAL_ID, tj.SEED, tj.DATA_SOURCE)
 EPISODE_KEYS = (tj.TASK_SUITE_NAME, tj.TASK_ID, tj.TRIAL_ID, tj.SEED, tj.DATA_SOURCE, tj.UID, tj.INSTRUCTION)
-REPORT_DIR = "validation"  # <default_local_dir>/validation/step_<N>/{report.json, episodes.jsonl}
+REPORT_DIR = "validation"  # <default_local_dir>/validation/step_<N>[_T<t>]/{report.json, episodes.jsonl}
 REPORT_FILE = "report.json"
 EPISODES_FILE = "episodes.jsonl"
 
@@ -60,6 +60,13 @@ def video_flags(dataset: Any, max_per_task: int) -> np.ndarray:
 def decoding_label(temperature: float) -> str:
     """How validation picked actions, for reports: "greedy" (temperature 0) or "sampled at T=<t>"."""
     return "greedy" if temperature == 0 else f"sampled at T={temperature:g}"
+
+
+def report_directory(run_dir: str | os.PathLike, step: int, temperature: float = 0.0) -> Path:
+    """<run_dir>/validation/step_<N>/ for a greedy validation, step_<N>_T<t>/ for a sampled one, so
+    evaluating a step sampled never replaces its greedy report (or the other way round)."""
+    suffix = "" if temperature == 0 else f"_T{temperature:g}"
+    return Path(run_dir) / REPORT_DIR / f"step_{step}{suffix}"
 
 
 def validation_episodes(worker_group: Any, dataset: Any, batch_size: int, seed: int, step: int,
@@ -134,7 +141,11 @@ class ValidationReport:
     metrics: dict[str, float]
     tasks: list[TaskResult]
     episodes: list[dict[str, Any]]
-    decoding: str = "greedy"  # decoding_label: greedy, or sampled at a temperature
+    temperature: float = 0.0  # 0: greedy; else the temperature the episodes sampled at
+
+    @property
+    def decoding(self) -> str:
+        return decoding_label(self.temperature)
 
     def videos_by_task(self) -> dict[str, list[str]]:
         """`val/videos/<suite>/<task_id>` -> the video files of that task's recorded episodes."""
@@ -173,8 +184,9 @@ class ValidationReport:
         }
 
     def write(self, run_dir: str | os.PathLike) -> Path:
-        """report.json and episodes.jsonl under <run_dir>/validation/step_<N>/ (replaced if present)."""
-        directory = Path(run_dir) / REPORT_DIR / f"step_{self.step}"
+        """report.json and episodes.jsonl under `report_directory` (replaced if present: the same step
+        evaluated the same way again)."""
+        directory = report_directory(run_dir, self.step, self.temperature)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         with open(directory / EPISODES_FILE, "w") as handle:
@@ -224,7 +236,7 @@ def build_report(episodes: DataProto, step: int, weights: str, video_dir: Option
     ]
     metrics = {**success_tables(episodes), "val/temperature": float(temperature)}
     return ValidationReport(step=step, weights=weights, metrics=metrics, tasks=tasks, episodes=records,
-                            decoding=decoding_label(temperature))
+                            temperature=float(temperature))
 
 
 def weights_label(start_weights: str, start_step: int, step: int, training: str) -> str:
