@@ -91,7 +91,9 @@ def validation_episodes(worker_group: Any, dataset: Any, batch_size: int, seed: 
         out = worker_group.generate_sequences(prompts)
         out.meta_info.pop("metrics", None)
         keys = [k for k in (*EPISODE_KEYS, tj.RECORD_VIDEO) if k in out.non_tensor_batch]
-        results.append(out.select(batch_keys=[tj.COMPLETE, tj.FINISH_STEP, tj.FAULTED], non_tensor_batch_keys=keys))
+        episodes = out.select(batch_keys=[tj.COMPLETE, tj.FINISH_STEP, tj.FAULTED], non_tensor_batch_keys=keys)
+        episodes.meta_info = {}  # each round's own seed must not block concatenating the rounds
+        results.append(episodes)
     return DataProto.concat(results)
 
 
