@@ -392,11 +392,16 @@ def check_stage_configs(args: argparse.Namespace, run: Path) -> None:
             validate(stage_config(command, config_name), check_paths=False)
         except ConfigError as err:
             flags = [f"{key} is set by {flag}" for key, flag in FLAG_OF_KEY.items() if key in str(err)]
-            flags += [f"--rl-override {o}" for o in args.rl_override if o.split("=", 1)[0].lstrip("+~") in str(err)]
+            flags += [f"--rl-override {o}" for o in args.rl_override if override_key(o) in str(err)]
             hint = f" ({'; '.join(flags)})" if flags else ""
             raise SystemExit(f"the {name} stage's config is invalid: {err}{hint}") from None
         except (HydraException, OmegaConfBaseException) as err:  # an unknown key, a malformed override
             raise SystemExit(f"the {name} stage's overrides do not compose: {err}") from None
+
+
+def override_key(override: str) -> str:
+    """The config key a Hydra override sets: "+a.b=1" -> "a.b"."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -516,7 +521,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sft_dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
     if args.time_budget_min is not None and not args.time_budget_min > 0:
         raise SystemExit(f"--time-budget-min={args.time_budget_min:g}: expected minutes > 0")
-    sampled = [o for o in args.rl_override if o.split("=", 1)[0].lstrip("+~") == "actor_rollout_ref.rollout.val_temperature"]
+    sampled = [o for o in args.rl_override if override_key(o) == "actor_rollout_ref.rollout.val_temperature"]
     if sampled:
         raise SystemExit(f"--rl-override {sampled[0]}: this script's results are greedy held-out success (the bar, "
                          "and --compare's step 0); evaluate a checkpoint sampled with main_ppo trainer.val_only=True "

@@ -252,7 +252,7 @@ def weights_label(start_weights: str, start_step: int, step: int, training: str)
 def report_validation(episodes: DataProto, step: int, weights: str, run_dir: str, save_video: bool,
                       tracking: Any = None, temperature: float = 0.0) -> dict[str, float]:
     """One validation's report, the same for RL and SFT: the per-task table on the console, the
-    files under <run_dir>/validation/step_<N>/, its videos to W&B / TensorBoard; its metrics."""
+    files under `report_directory`, its videos to W&B / TensorBoard; its metrics."""
     report = build_report(episodes, step, weights, video_dir=os.path.join(run_dir, "videos") if save_video else None,
                           temperature=temperature)
     written = report.write(run_dir)
