@@ -217,8 +217,18 @@ def rl_algorithm(command: list[str]) -> str:
     return {"grpo": "GRPO", "gae": "PPO + critic"}.get(estimator, estimator)
 
 
-def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float | None, heldout: int, algorithm: str,
+def rl_label(command: list[str]) -> str:
+    """The plot's name for an RL stage: its algorithm and rollout temperature (two runs of one
+    algorithm differ in the legend), e.g. ``GRPO, T=0.25``."""
+    key = "actor_rollout_ref.rollout.temperature="
+    temperatures = [arg[len(key):] for arg in command if arg.startswith(key)]
+    algorithm = rl_algorithm(command)
+    return f"{algorithm}, T={temperatures[-1]}" if temperatures else algorithm
+
+
+def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float | None, heldout: int, label: str,
          compare: dict | None = None) -> None:
+    """Held-out success vs RL step; `label` names this run's RL stage, compare["label"] the other's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,21 +236,21 @@ def plot(curve: list[dict], tasks: list[int], suite: str, out: Path, sft: float 
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     steps = [p["step"] for p in curve]
-    ax.plot(steps, [p["heldout_success"] for p in curve], "o-", lw=2, color="k", label=f"{algorithm}: all held-out episodes")
+    ax.plot(steps, [p["heldout_success"] for p in curve], "o-", lw=2, color="k", label=f"{label}: all held-out episodes")
     for task in tasks:
         key = f"task_{task}"
-        ax.plot(steps, [p["per_task"].get(key, float("nan")) for p in curve], ".--", alpha=0.7, label=f"{algorithm}: {suite} {key}")
+        ax.plot(steps, [p["per_task"].get(key, float("nan")) for p in curve], ".--", alpha=0.7, label=f"{label}: {suite} {key}")
     if compare is not None:
         other = compare["curve"]
         ax.plot([p["step"] for p in other], [p["heldout_success"] for p in other], "s-", lw=2, color="tab:red",
-                alpha=0.6, label=f"{compare['algorithm']}: all held-out episodes")
+                alpha=0.6, label=f"{compare['label']}: all held-out episodes")
     if sft is not None:  # the SFT policy's score (step 0), as a reference line
         ax.axhline(sft, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("RL step")
     ax.set_ylabel(f"greedy success ({heldout} held-out episodes)")
     ax.set_ylim(-0.02, 1.02)
-    versus = f" vs {compare['algorithm']}" if compare is not None else ""
-    ax.set_title(f"Cold start on LIBERO (CPU): SFT on a few demos, then RL\n{algorithm}{versus}", fontsize=10)
+    versus = f" vs {compare['label']}" if compare is not None else ""
+    ax.set_title(f"Cold start on LIBERO (CPU): SFT on a few demos, then RL\n{label}{versus}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -603,8 +613,9 @@ def main(argv: list[str] | None = None) -> int:
         if not same:
             raise SystemExit(f"--compare {args.compare}: not the same SFT checkpoint, suite, tasks and held-out init "
                              f"states as this run ({sft_ckpt})")
-        compare = {"file": str(args.compare), "curve": other["curve"],
-                   "algorithm": rl_algorithm(other.get("commands", {}).get("rl", []))}
+        other_rl = other.get("commands", {}).get("rl", [])
+        compare = {"file": str(args.compare), "curve": other["curve"], "algorithm": rl_algorithm(other_rl),
+                   "label": rl_label(other_rl)}
         if other["curve"] and other["curve"][0]["step"] == 0 and (not curve or curve[0]["step"] != 0):
             curve.insert(0, {**other["curve"][0], "source": f"{args.compare} (same SFT checkpoint and held-out "
                                                             "states; greedy evaluation is deterministic)"})
@@ -644,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         "expert": expert,
         "algorithm": algorithm,
         "compared_with": None if compare is None else {"file": compare["file"], "algorithm": compare["algorithm"],
+                                                      "label": compare["label"],
                                                       "curve": [{k: p[k] for k in ("step", "heldout_success", "per_task")}
                                                                 for p in compare["curve"]]},
         "sft_checkpoint": str(sft_ckpt),
@@ -657,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2, default=str))
     if curve:
         plot(curve, tasks, args.suite, args.out.with_suffix(".png"), result["sft_heldout_success"], result["heldout_episodes"],
-             algorithm, compare)
+             rl_label(stages.done.get("rl", {}).get("command", [])), compare)
     log(f"held-out success: SFT {result['sft_heldout_success']} -> RL {result['rl_heldout_success']} "
         f"({result['heldout_episodes']} episodes); stages {pipeline_wall / 60:.1f} min; wrote {args.out}")
     bar = result["bar"]

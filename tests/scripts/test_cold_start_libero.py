@@ -183,7 +183,9 @@ def test_report_compares_runs_from_the_same_sft_policy(script, tmp_path):
               "train_verify_score/libero_object/1": 0.5, "rollout/env_steps_per_s": 40.0} for s in range(1, 13)]
     (run / "rl" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     grpo = {"suite": "libero_object", "tasks": [0, 1], "sft_checkpoint": "/ckpt/sft",
-            "heldout_init_states": list(range(30, 50)), "commands": {"rl": ["algorithm.adv_estimator=grpo"]},
+            "heldout_init_states": list(range(30, 50)),
+            "commands": {"rl": ["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.temperature=0.7",
+                                "actor_rollout_ref.rollout.temperature=0.25"]},
             "curve": [{"step": 0, "heldout_success": 0.35, "per_task": {"task_0": 0.05, "task_1": 0.65}, "episodes": 40.0},
                       {"step": 10, "heldout_success": 0.6, "per_task": {"task_0": 0.65, "task_1": 0.55}, "episodes": 40.0}]}
     (tmp_path / "grpo.json").write_text(json.dumps(grpo))
@@ -192,6 +194,7 @@ def test_report_compares_runs_from_the_same_sft_policy(script, tmp_path):
     assert script.main([*argv, "--compare", str(tmp_path / "grpo.json")]) == 0
     result = json.loads(out.read_text())
     assert result["algorithm"] == "PPO + critic" and result["compared_with"]["algorithm"] == "GRPO"
+    assert result["compared_with"]["label"] == "GRPO, T=0.25"  # the last override wins, as in Hydra
     assert [(p["step"], p["heldout_success"]) for p in result["curve"]] == [(0, 0.35), (6, 0.4), (12, 0.55)]
     assert "grpo.json" in result["curve"][0]["source"] and "source" not in result["curve"][1]
     assert result["sft_heldout_success"] == 0.35 and result["rl_heldout_success"] == 0.55
@@ -367,3 +370,11 @@ def test_a_stages_extra_arguments_are_passed_but_are_not_what_the_stage_is(scrip
     argv_file.unlink()
     script.Stages(tmp_path).run("rl", command, tmp_path / "rl.log", ["trainer.time_limit_s=50"])
     assert not argv_file.exists()  # skipped: done before
+
+
+def test_rl_label_names_the_algorithm_and_its_rollout_temperature(script):
+    """Two runs of one algorithm at two temperatures must differ in a --compare plot's legend."""
+    assert script.rl_label(["algorithm.adv_estimator=gae", "actor_rollout_ref.rollout.temperature=1.0"]) == "PPO + critic, T=1.0"
+    assert script.rl_label(["actor_rollout_ref.rollout.temperature=0.5"]) == "GRPO, T=0.5"
+    assert script.rl_label(["actor_rollout_ref.rollout.val_temperature=0.5"]) == "GRPO"  # not the rollout's
+    assert script.rl_label([]) == "GRPO"
