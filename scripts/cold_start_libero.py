@@ -477,7 +477,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Hydra override for the RL stage (repeatable; last wins), e.g. algorithm.adv_estimator=gae")
     p.add_argument("--rl-ppo-epochs", type=int, default=2, help="passes over each step's episodes (more policy change per env step; 2 lifted held-out 0.35 -> 0.60 in 10 steps)")
-    p.add_argument("--rl-temperature", type=float, default=1.0, help="1.6 is the reference's for a 7B policy; far too random for a tiny one")
+    p.add_argument("--rl-temperature", type=float, default=1.0, help="1.6 is the reference's for a 7B policy; far too random for a tiny one. From one patch-28 SFT policy (seed 8, Intel Xeon), greedy held-out went 0.175 -> 0.025 (step 12) -> 0.10 (16) at 0.5, and 0.175 -> 0.35 (12) -> 0.125 (18) at 0.25 (docs/benchmarks/cold_start_libero_cpu_grpo_t025_from_seed8_sft.json)")
     p.add_argument("--prompts-per-step", type=int, default=4,
                    help="init states per GRPO step, each rolled out --n-samples times (4 x 8 = 32 episodes); with "
                         "--task-balanced every step holds both tasks")
