@@ -248,3 +248,17 @@ def test_filler_pieces_change_nothing(processor, monkeypatch):
         assert torch.allclose(grads0[name], grads3[name], atol=1e-7, rtol=1e-5), name
     for key in ("actor/pg_loss", "actor/pg_clipfrac", "actor/ppo_kl", "actor/entropy", "actor/grad_norm"):
         assert metrics3[key] == pytest.approx(metrics0[key], rel=1e-5, abs=1e-7), key
+
+
+def test_left_pad_copies_read_only_prompts_without_a_warning():
+    """Prompts that come through Ray are read-only numpy arrays: padded as any others, and silently
+    (torch.as_tensor would warn once per run about writing to non-writable memory)."""
+    import warnings
+
+    prompts = [np.array([1, 5, 7]), np.array([1, 9]), []]
+    prompts[0].setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        input_ids, attention_mask = tj.left_pad(prompts, pad_id=0)
+    assert input_ids.tolist() == [[1, 5, 7], [0, 1, 9], [0, 0, 0]]
+    assert attention_mask.tolist() == [[1, 1, 1], [0, 1, 1], [0, 0, 0]]

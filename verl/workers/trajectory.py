@@ -83,7 +83,8 @@ def left_pad(sequences: list[np.ndarray] | list[list[int]], pad_id: int) -> tupl
     attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
     for row, seq in enumerate(sequences):
         if len(seq):
-            input_ids[row, length - len(seq):] = torch.as_tensor(np.asarray(seq), dtype=torch.long)
+            # a copy: prompts that came through Ray are read-only arrays, which torch.as_tensor warns about
+            input_ids[row, length - len(seq):] = torch.from_numpy(np.array(seq, dtype=np.int64))
             attention_mask[row, length - len(seq):] = 1
     return input_ids, attention_mask
 
