@@ -37,8 +37,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-NEAR_BINS = 8  # as the SFT metric near_acc
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,7 +100,10 @@ def action_logits(checkpoint: Path, data, indices: np.ndarray, batch_size: int) 
 
 
 def policy_figures(logits: torch.Tensor, demo_bins: torch.Tensor, temperature: float) -> dict[str, float]:
-    """One checkpoint alone: entropy at the sampling temperature and agreement with the demonstrator."""
+    """One checkpoint alone: entropy at the sampling temperature and agreement with the demonstrator
+    (demo_near: within the SFT metric near_acc's NEAR_BINS)."""
+    from verl.workers.actor.bc_learner import NEAR_BINS
+
     log_p = torch.log_softmax(logits / temperature, dim=-1)
     greedy = logits.argmax(-1)
     return {
