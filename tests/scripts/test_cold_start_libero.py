@@ -35,6 +35,9 @@ def test_quick_starts_from_the_shipped_policy_on_its_weak_task(script, tmp_path)
     assert rl["data.task_ids"] == "[0]" and rl["data.train_batch_size"] == "3" and rl["data.n_samples"] == "8"
     assert rl["data.val_batch_size"] == "20" and rl["trainer.total_training_steps"] == "4"
     assert rl["actor_rollout_ref.actor.ppo_mini_batch_size"] == "6"  # 24 episodes / 4 mini-batches
+    # the GRPO settings the quick start's figures were measured with, not the whole experiment's defaults
+    assert rl["actor_rollout_ref.rollout.temperature"] == "1.0" and rl["actor_rollout_ref.actor.optim.lr"] == "0.0001"
+    assert "actor_rollout_ref.actor.optim.warmup_style" not in rl and args.time_budget_min is None
     assert rl["actor_rollout_ref.rollout.max_env_steps"] == "220" and rl["data.val_split"] == "held_out"
     validate_config(script.stage_config(script.rl_command(args, tmp_path, tmp_path / "sft_checkpoint"), "ppo_trainer"),
                     check_paths=False)
@@ -45,7 +48,7 @@ def test_quick_starts_from_the_shipped_policy_on_its_weak_task(script, tmp_path)
 def test_flags_given_with_quick_win(script, tmp_path):
     args = script.parse_args(["--quick", "--tasks", "0,1", "--rl-steps", "6", "--run-dir", str(tmp_path)])
     assert (args.tasks, args.rl_steps, args.prompts_per_step) == ("0,1", 6, 3)
-    assert script.parse_args([]).rl_steps == 14 and not script.parse_args([]).quick
+    assert script.parse_args([]).rl_steps == 16 and not script.parse_args([]).quick
     assert script.parse_args([]).sft_steps == 2000  # the SFT length whose policy GRPO lifted on the 2-core Intel machine
 
 
@@ -141,19 +144,23 @@ def test_a_bad_stage_config_is_refused_before_any_stage(script, tmp_path, argv, 
 
 
 def test_sft_lr_schedule_reaches_the_sft_config(script, tmp_path):
-    """--sft-lr-schedule cosine decays the LR to --sft-min-lr-ratio x --sft-lr; constant (the default) keeps it."""
-    for argv, style in (([], "constant"), (["--sft-lr-schedule", "cosine", "--sft-min-lr-ratio", "0.2"], "cosine")):
+    """--sft-lr-schedule cosine (the default) decays the LR to --sft-min-lr-ratio x --sft-lr; constant keeps it."""
+    for argv, style, ratio in (([], "cosine", 0.1), (["--sft-lr-schedule", "constant"], "constant", 0.1),
+                               (["--sft-min-lr-ratio", "0.2"], "cosine", 0.2)):
         args = script.parse_args(["--run-dir", str(tmp_path), *argv])
         sft = script.stage_config(script.setup_commands(args, tmp_path)["sft"], "sft_trainer")
         validate_sft_config(sft, check_paths=False)
         assert sft.actor_rollout_ref.actor.optim.warmup_style == style
-        assert sft.actor_rollout_ref.actor.optim.min_lr_ratio == (0.2 if style == "cosine" else 0.1)
+        assert sft.actor_rollout_ref.actor.optim.min_lr_ratio == ratio
 
 
 def test_rl_lr_schedule_reaches_the_rl_config(script, tmp_path):
-    """--rl-lr-schedule cosine decays the GRPO LR to --rl-min-lr-ratio x --rl-lr; the default adds no
-    override, so a constant-LR run's command is the one earlier run directories recorded."""
-    args = script.parse_args(["--run-dir", str(tmp_path)])
+    """--rl-lr-schedule cosine (the default) decays the GRPO LR to --rl-min-lr-ratio x --rl-lr; constant
+    adds no override, so a constant-LR run's command is the one earlier run directories recorded."""
+    default = script.stage_config(script.rl_command(script.parse_args(["--run-dir", str(tmp_path)]), tmp_path,
+                                                    tmp_path / "sft"), "ppo_trainer")
+    assert default.actor_rollout_ref.actor.optim.warmup_style == "cosine"
+    args = script.parse_args(["--run-dir", str(tmp_path), "--rl-lr-schedule", "constant"])
     command = script.rl_command(args, tmp_path, tmp_path / "sft")
     assert not any("warmup_style" in arg or "min_lr_ratio" in arg for arg in command)
     assert script.stage_config(command, "ppo_trainer").actor_rollout_ref.actor.optim.warmup_style == "constant"
@@ -223,14 +230,14 @@ def test_report_compares_runs_from_the_same_sft_policy(script, tmp_path):
     assert json.loads(out.read_text())["rl_stopped_by_time_limit"] is True
 
     # a run whose SFT stage did not run here does not list that stage's flags (their defaults, e.g.
-    # patch_size 14, would misdescribe the checkpoint), and lists them once it has run
-    assert result["settings"]["rl_steps"] == 14 and result["demos_per_task"] is None
+    # patch_size 28, would misdescribe a checkpoint of another size), and lists them once it has run
+    assert result["settings"]["rl_steps"] == 16 and result["demos_per_task"] is None
     assert not set(result["settings"]) & set(script.SFT_STAGE_SETTINGS)
     stages = json.loads((run / "stages.json").read_text())
     (run / "stages.json").write_text(json.dumps({"sft": {"wall_s": 1.0, "command": ["sft"]}, **stages}))
     assert script.main(argv) == 0
     result = json.loads(out.read_text())
-    assert result["settings"]["patch_size"] == 14 and result["demos_per_task"] == 12
+    assert result["settings"]["patch_size"] == 28 and result["demos_per_task"] == 10
 
 
 def test_the_bar_is_checked_beside_each_measured_figure(script):
@@ -348,11 +355,13 @@ def test_time_budget_gives_grpo_what_the_earlier_stages_left(script, tmp_path):
                              "ppo_trainer")
     validate_config(rl, check_paths=False)
     assert rl.trainer.time_limit_s == left
-    assert script.rl_time_limit(script.parse_args(["--run-dir", str(run)]), stages) == []
+    # the default is the issue's 90 minutes; 0 means no budget
+    assert script.rl_time_limit(script.parse_args(["--run-dir", str(run)]), stages) == [f"trainer.time_limit_s={left:.0f}"]
+    assert script.rl_time_limit(script.parse_args(["--run-dir", str(run), "--time-budget-min", "0"]), stages) == []
     with pytest.raises(SystemExit, match=r"--time-budget-min=20: the stages before GRPO took 23.3 min"):
         script.rl_time_limit(script.parse_args(["--run-dir", str(run), "--time-budget-min", "20"]), stages)
-    with pytest.raises(SystemExit, match=r"--time-budget-min=0: expected minutes > 0"):
-        script.parse_args(["--run-dir", str(run), "--time-budget-min", "0"])
+    with pytest.raises(SystemExit, match=r"--time-budget-min=-5: expected minutes >= 0 \(0: no budget\)"):
+        script.parse_args(["--run-dir", str(run), "--time-budget-min", "-5"])
 
 
 def test_a_stages_extra_arguments_are_passed_but_are_not_what_the_stage_is(script, tmp_path):
